@@ -1,0 +1,227 @@
+"""``python -m eobook``: run chapters (Papermill), pretrain headless (torchrun), data, benchmarks, list.
+
+Examples::
+
+    python -m eobook list
+    python -m eobook run dino_mm --profile tiny --out runs/demo
+    python -m eobook run all --profile small --out runs/small --keep-going
+    torchrun --nproc_per_node 4 -m eobook pretrain dino_mm --profile full --out runs/full/dino_mm
+    python -m eobook data world --out data/sample/world-tiny-seed0 --size tiny
+    python -m eobook bench train --chapter dino_mm
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import PROFILE_NAMES, ConfigError, chapter_names, get_chapter, get_profile
+from .runtime import REPO_ROOT, atomic_write_json
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+BENCHMARK_DIR = REPO_ROOT / "benchmarks"
+
+
+class CLIError(Exception):
+    """A user mistake on the command line: printed as one line, exit status 2."""
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """``["epochs=3", "lr=1e-4"]`` -> ``{"epochs": "3", "lr": "1e-4"}`` (types are checked by the profile)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"-p {pair!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def expand_chapters(names: list[str]) -> list[str]:
+    valid = chapter_names()
+    if names == ["all"]:
+        return valid
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise CLIError(f"unknown chapter(s) {unknown}; valid chapters: {valid} (or 'all')")
+    return names
+
+
+# --------------------------------------------------------------------------------------------------
+# run: execute chapter notebooks through Papermill, one run folder each
+# --------------------------------------------------------------------------------------------------
+def run_status(folder: Path) -> str | None:
+    """"complete", "failed", "running" (interrupted) or None (never started)."""
+    metrics = folder / "metrics.json"
+    if (folder / "FAILED").exists():
+        return "failed"
+    if not metrics.exists():
+        return "running" if folder.exists() else None
+    try:
+        return json.loads(metrics.read_text()).get("status", "running")
+    except json.JSONDecodeError:
+        return "running"
+
+
+def run_chapter(chapter: str, profile: str, folder: Path, overrides: dict[str, str], force: bool,
+                kernel: str = "python3") -> bool:
+    """Execute one chapter into ``folder``; True on success. A failed run keeps its executed notebook
+    (error cell visible), writes ``FAILED`` and never leaves a ``metrics.json`` marked complete."""
+    import papermill
+
+    get_profile(chapter, profile, **overrides)  # refuse bad names/values before starting a kernel
+    status = run_status(folder)
+    if status == "complete" and not force:
+        print(f"[{chapter}] {folder} is complete; skipping (use --force to run again)")
+        return True
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "FAILED").unlink(missing_ok=True)
+    notebook = NOTEBOOK_DIR / get_chapter(chapter).notebook
+    executed = folder / notebook.name
+    os.environ["EOBOOK_COMMAND"] = json.dumps([sys.executable, "-m", "eobook", *sys.argv[1:]])
+    print(f"[{chapter}] profile={profile} -> {folder}")
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
+                                   parameters={"profile": profile, "out_dir": str(folder.resolve()),
+                                               "overrides": overrides},
+                                   progress_bar=False, log_output=False)
+    except Exception as err:  # papermill raises PapermillExecutionError with the failing cell
+        mark_failed(folder, err)
+        print(f"[{chapter}] FAILED: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}\n"
+              f"[{chapter}] executed notebook with the error: {executed}", file=sys.stderr)
+        return False
+    if run_status(folder) != "complete":
+        mark_failed(folder, RuntimeError("the notebook ended without calling run.folder.finish()"))
+        print(f"[{chapter}] FAILED: the notebook did not record complete metrics", file=sys.stderr)
+        return False
+    print(f"[{chapter}] done: {folder / 'metrics.json'}")
+    return True
+
+
+def mark_failed(folder: Path, err: BaseException) -> None:
+    (folder / "FAILED").write_text(f"{type(err).__name__}: {err}\n")
+    metrics = folder / "metrics.json"
+    if metrics.exists():
+        try:
+            values = json.loads(metrics.read_text())
+        except json.JSONDecodeError:
+            values = {}
+        values["status"] = "failed"
+        atomic_write_json(metrics, values)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    chapters = expand_chapters(args.chapters)
+    overrides = parse_assignments(args.param)
+    if args.profile not in PROFILE_NAMES:
+        raise CLIError(f"unknown profile {args.profile!r}; valid profiles: {list(PROFILE_NAMES)}")
+    for chapter in chapters:  # validate every chapter's parameters before running any
+        get_profile(chapter, args.profile, **overrides)
+    failed = []
+    for chapter in chapters:
+        ok = run_chapter(chapter, args.profile, Path(args.out) / chapter, overrides, args.force)
+        if not ok:
+            failed.append(chapter)
+            if not args.keep_going:
+                break
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# pretrain: the chapter's pretraining alone (what torchrun launches on several GPUs)
+# --------------------------------------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .runtime import setup_run
+    from .train import pretrain
+
+    cfg = get_profile(args.chapter, args.profile, **parse_assignments(args.param))
+    run = setup_run(cfg, args.out, verbose=int(os.environ.get("RANK", 0)) == 0)
+    _, result = pretrain(args.chapter, cfg, run.folder.path)
+    if run.dist.is_main:
+        final = result.history[-1] if result.history else {}
+        print(json.dumps({"steps": result.steps, "final": final, "samples_per_s": result.samples_per_second}))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# list, bench
+# --------------------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in chapter_names():
+        ch = get_chapter(name)
+        print(f"{ch.number}. {name:<12} {ch.title}  [{ch.notebook}]")
+        for pname, cfg in ch.profiles.items():
+            print(f"     {pname:<6} epochs={cfg.epochs} batch_size={cfg.batch_size} lr={cfg.lr:g}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    scripts = sorted(p.stem.removeprefix("bench_") for p in BENCHMARK_DIR.glob("bench_*.py"))
+    if args.name not in scripts:
+        raise CLIError(f"unknown benchmark {args.name!r}; valid benchmarks: {scripts}")
+    sys.argv = [f"bench_{args.name}.py", *args.rest]
+    runpy.run_path(str(BENCHMARK_DIR / f"bench_{args.name}.py"), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eobook", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute chapter notebooks with Papermill into run folders")
+    run.add_argument("chapters", nargs="+", help="chapter names (see `list`) or 'all'")
+    run.add_argument("--profile", default="tiny", help=f"one of {list(PROFILE_NAMES)}")
+    run.add_argument("--out", required=True, help="parent folder; each chapter runs in OUT/<chapter>")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a profile field (repeatable)")
+    run.add_argument("--keep-going", action="store_true", help="continue with the next chapter after a failure")
+    run.add_argument("--force", action="store_true", help="re-run chapters whose run folder is complete")
+    run.set_defaults(func=cmd_run)
+
+    pre = sub.add_parser("pretrain", help="a chapter's pretraining alone (works under torchrun)")
+    pre.add_argument("chapter")
+    pre.add_argument("--profile", default="tiny")
+    pre.add_argument("--out", required=True, help="run folder (checkpoints in OUT/checkpoints)")
+    pre.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    pre.set_defaults(func=cmd_pretrain)
+
+    lst = sub.add_parser("list", help="chapters and their profiles")
+    lst.set_defaults(func=cmd_list)
+
+    bench = sub.add_parser("bench", help="run a script of benchmarks/ (prints numbers)")
+    bench.add_argument("name", help="benchmark name: benchmarks/bench_<name>.py")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    bench.set_defaults(func=cmd_bench)
+
+    try:
+        from .data.cli import add_data_subcommands
+    except ImportError:  # the data package is optional while it is being built
+        pass
+    else:
+        add_data_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
