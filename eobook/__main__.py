@@ -18,7 +18,6 @@ import runpy
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from .config import PROFILE_NAMES, ConfigError, chapter_names, get_chapter, get_profile
 from .runtime import REPO_ROOT, atomic_write_json
@@ -174,6 +173,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Copy the executed notebooks of a `run all` into the book's source folder (in chapter order)."""
+    runs, dest = Path(args.runs), Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for name in chapter_names():
+        notebook = get_chapter(name).notebook
+        executed = runs / name / notebook
+        if run_status(runs / name) != "complete" or not executed.exists():
+            missing.append(name)
+            continue
+        shutil.copyfile(executed, dest / notebook)
+    if missing:
+        raise CLIError(f"no complete run for chapter(s) {missing} under {runs}; run `python -m eobook run all` first")
+    print(f"collected {len(chapter_names())} executed chapters into {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eobook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="benchmark name: benchmarks/bench_<name>.py")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=cmd_bench)
+
+    collect = sub.add_parser("collect", help="copy executed chapters of a run into the book's source folder")
+    collect.add_argument("--runs", required=True, help="the --out folder of `run all`")
+    collect.add_argument("--dest", required=True, help="the book's chapter folder (book/chapters)")
+    collect.set_defaults(func=cmd_collect)
 
     try:
         from .data.cli import add_data_subcommands

@@ -38,10 +38,10 @@ def multilabel_map(scores: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
     present = targets.sum(0) > 0
     if not present.any():
         raise ValueError("targets: no positive label in the whole set; mAP is undefined")
-    k = targets.shape[1]
-    per_class = tmc.multilabel_average_precision(scores.float(), targets, num_labels=k, average=None)
-    macro = per_class[present].mean()
-    micro = tmc.multilabel_average_precision(scores.float(), targets, num_labels=k, average="micro")
+    # classes without a positive have no defined AP: score only the present ones
+    macro = tmc.multilabel_average_precision(scores[:, present].float(), targets[:, present],
+                                             num_labels=int(present.sum()), average="macro")
+    micro = tmc.multilabel_average_precision(scores.float(), targets, num_labels=targets.shape[1], average="micro")
     return {"mAP_macro": 100 * float(macro), "mAP_micro": 100 * float(micro)}
 
 
@@ -219,7 +219,7 @@ def train_head(head: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ProbeConf
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             step += 1
         losses.append(total / len(x))
     return losses
@@ -318,7 +318,7 @@ def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset, forward: 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, count, step = total + float(loss) * len(target), count + len(target), step + 1
+            total, count, step = total + float(loss.detach()) * len(target), count + len(target), step + 1
         losses.append(total / max(count, 1))
     return predict_and_score(model, test_set, forward, cfg, num_classes, label_key=label_key, device=device), losses
 

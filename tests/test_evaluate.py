@@ -1,0 +1,78 @@
+"""Evaluation metrics against hand-computed values; probes beat chance on separable features."""
+import numpy as np
+import pytest
+import torch
+
+from eobook.evaluate import (ProbeConfig, classification_metrics, knn_classify, label_fraction_subset, linear_probe,
+                             multilabel_map, segmentation_metrics)
+
+
+def test_multilabel_map_hand_computed():
+    # class 0: positives ranked 1st and 3rd of 3 -> AP = (1/1 + 2/3) / 2 = 5/6
+    # class 1: its only positive ranked 1st -> AP = 1;  class 2: no positive -> left out of the macro mean
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.5, 0.1, 0.2], [0.4, 0.3, 0.3]])
+    targets = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    out = multilabel_map(scores, targets)
+    assert out["mAP_macro"] == pytest.approx(100 * (5 / 6 + 1) / 2)
+    # micro: all 9 scores pooled; positives 0.9, 0.8, 0.4 at ranks 1, 2, 4 -> (1 + 1 + 3/4) / 3
+    assert out["mAP_micro"] == pytest.approx(100 * (1 + 1 + 0.75) / 3)
+
+
+def test_multilabel_map_refuses_bad_input():
+    with pytest.raises(ValueError, match="no positive label"):
+        multilabel_map(torch.rand(4, 3), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        multilabel_map(torch.tensor([[float("nan")]]), torch.ones(1, 1))
+
+
+def test_classification_metrics_hand_computed():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    targets = torch.tensor([0, 2, 2, 1])  # predictions 0, 1, 2, 0 -> 2 of 4 right
+    out = classification_metrics(logits, targets, 3, top_k=(1, 3))
+    assert out["top1"] == out["OA"] == pytest.approx(50.0)
+    assert out["top3"] == pytest.approx(100.0)
+    # recalls: class 0 1/1, class 1 0/1, class 2 1/2 -> AA = 50%; weighted recall = OA
+    assert out["AA"] == pytest.approx(50.0)
+    assert out["recall_w"] == pytest.approx(50.0)
+    # precisions: class 0 1/2, class 1 0/1, class 2 1/1; weights 1/4, 1/4, 2/4
+    assert out["precision_w"] == pytest.approx(100 * (0.5 * 0.25 + 0 + 1.0 * 0.5))
+
+
+def test_segmentation_metrics_hand_computed_with_ignore_index():
+    target = torch.tensor([[0, 0, 1, 255], [1, 1, 2, 2]])
+    pred = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 2]])
+    out = segmentation_metrics(pred, target, num_classes=3, ignore_index=255)
+    # 7 scored pixels, 5 right
+    assert out["OA"] == pytest.approx(100 * 5 / 7)
+    # IoU: c0 1/(2+2-1)=1/3, c1 2/(3+3-2)=1/2, c2 2/(2+2-2)=1
+    assert out["mIoU"] == pytest.approx(100 * (1 / 3 + 1 / 2 + 1) / 3)
+    # F1: c0 2/4, c1 4/6, c2 4/4; AA: recalls 1/2, 2/3, 1
+    assert out["mF1"] == pytest.approx(100 * (0.5 + 4 / 6 + 1) / 3)
+    assert out["AA"] == pytest.approx(100 * (0.5 + 2 / 3 + 1) / 3)
+
+
+def test_label_fraction_subset_without_replacement():
+    idx = label_fraction_subset(1000, 0.01, seed=1)
+    assert len(idx) == 10 and len(set(idx.tolist())) == 10
+    assert np.array_equal(idx, label_fraction_subset(1000, 0.01, seed=1))
+    assert not np.array_equal(idx, label_fraction_subset(1000, 0.01, seed=2))
+    with pytest.raises(ValueError, match=r"label fraction: expected a value in \(0, 1\], got 0"):
+        label_fraction_subset(1000, 0, seed=1)
+
+
+def _separable(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 8, generator=g) + 3 * torch.nn.functional.one_hot(y, 8).float()
+    return x, y
+
+
+def test_linear_probe_and_knn_beat_chance():
+    (xtr, ytr), (xte, yte) = _separable(300, 0), _separable(100, 1)
+    out = linear_probe(xtr, ytr, xte, yte, ProbeConfig(task="multiclass", epochs=20, batch_size=32, lr=0.1))
+    assert out["top1"] > 90
+    scores = knn_classify(xtr, ytr, xte, k=10)
+    assert (scores.argmax(1) == yte).float().mean() > 0.9
+    multi = torch.nn.functional.one_hot(ytr, 3).float()
+    out = linear_probe(xtr, multi, xte, torch.nn.functional.one_hot(yte, 3).float(), ProbeConfig(epochs=20, lr=0.1))
+    assert out["mAP_macro"] > 90

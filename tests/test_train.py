@@ -1,0 +1,156 @@
+"""The training loop: schedules at known steps, EMA, learning, checkpoint/resume, refusal of foreign checkpoints."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eobook.runtime import DistInfo, seed_everything, set_deterministic
+from eobook.train import (CheckpointError, ResumableBatchSampler, TrainConfig, cosine_schedule, ema_update, fit,
+                          list_checkpoints, load_checkpoint, rampup)
+
+
+class LinearData(torch.utils.data.Dataset):
+    """y = x @ w with a fixed w: a regression the loop must learn."""
+
+    def __init__(self, n=64, dim=5):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, dim, generator=g)
+        self.y = self.x @ torch.arange(1.0, dim + 1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class Regressor(nn.Module):
+    """A pretraining module with step randomness from ctx.generator and an EMA copy (like a teacher)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(5, 1)
+        self.teacher = nn.Linear(5, 1).requires_grad_(False)
+
+    def forward(self, batch, ctx):
+        noise = 0.01 * torch.randn(batch["x"].shape, generator=ctx.generator)
+        loss = ((self.net(batch["x"] + noise).squeeze(-1) - batch["y"]) ** 2).mean()
+        return {"loss": loss, "noise_mean": noise.mean()}
+
+    def on_step_end(self, ctx):
+        ema_update(self.teacher, self.net, 0.9)
+
+
+def config(**kw):
+    base = dict(epochs=3, batch_size=8, lr=0.3, warmup_epochs=1, checkpoint_every=5, log_every=0, device="cpu",
+                weight_decay=1e-4, weight_decay_end=1e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def train(ckpt_dir=None, stop=None, **kw):
+    seed_everything(0)
+    set_deterministic(True)
+    model = Regressor()
+    result = fit(model, LinearData(), config(**kw), checkpoint_dir=ckpt_dir, checkpoint_meta={"chapter": "toy"},
+                 stop_after_steps=stop, log=lambda _: None)
+    return model, result
+
+
+def test_cosine_schedule_known_values():
+    values = cosine_schedule(1.0, 0.0, total_steps=10, warmup_steps=2)
+    np.testing.assert_allclose(values[:3], [0.0, 0.5, 1.0])
+    # half-way through the 8 cosine steps the value is the mean of base and final
+    assert values[2 + 4] == pytest.approx(0.5)
+    assert values[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert len(values) == 10 and np.all(np.diff(values[2:]) < 0)
+
+
+def test_rampup_matches_its_formula():
+    assert rampup(0, 80) == pytest.approx(math.exp(-5))
+    assert rampup(40, 80) == pytest.approx(math.exp(-5 * 0.25))
+    assert rampup(80, 80) == 1.0 and rampup(200, 80) == 1.0
+
+
+def test_ema_update_is_exact():
+    target, source = nn.Linear(2, 2), nn.Linear(2, 2)
+    expected = 0.75 * target.weight.detach().clone() + 0.25 * source.weight.detach()
+    ema_update(target, source, 0.75)
+    torch.testing.assert_close(target.weight, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="momentum"):
+        ema_update(target, source, 1.5)
+
+
+def test_fit_learns_and_follows_schedules(tmp_path):
+    model, result = train(tmp_path)
+    losses = result.series("loss")
+    assert np.mean(losses[-4:]) < 0.1 * np.mean(losses[:4])
+    lrs = result.series("lr")
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(0.3) and lrs[-1] < 0.05
+    wds = result.series("wd")
+    assert wds[0] == pytest.approx(1e-4) and wds[-1] > 9e-4
+    # the EMA teacher followed the student (it lags, so it points the same way without being equal)
+    assert float(nn.functional.cosine_similarity(model.teacher.weight, model.net.weight)) > 0.9
+    assert not torch.equal(model.teacher.weight, model.net.weight)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == result.steps == 24
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full_model, full = train(tmp_path / "a")
+    train(tmp_path / "b", stop=7)                      # interrupted after step 7
+    assert [p.name for p in list_checkpoints(tmp_path / "b")][-1] == "ckpt-00000007.pt"
+    resumed_model, resumed = train(tmp_path / "b")     # the same command again
+    assert resumed.resumed_from == 7
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.history == full.history             # the log was truncated and continued, not duplicated
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    train(tmp_path, keep_checkpoints=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-00000020.pt", "ckpt-00000024.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_foreign_or_damaged_checkpoint_is_refused(tmp_path):
+    _, result = train(tmp_path)
+    with pytest.raises(CheckpointError, match="chapter: expected 'dino_mm', checkpoint has 'toy'"):
+        load_checkpoint(result.checkpoint, {"chapter": "dino_mm"})
+    damaged = tmp_path / "ckpt-00000099.pt"
+    damaged.write_bytes(result.checkpoint.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(damaged)
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    class Broken(Regressor):
+        def forward(self, batch, ctx):
+            return {"loss": super().forward(batch, ctx)["loss"] * float("nan")}
+
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        fit(Broken(), LinearData(), config(), log=lambda _: None)
+
+
+def test_sampler_shards_a_global_batch_over_ranks():
+    one = list(ResumableBatchSampler(32, 8, seed=3))
+    ranks = [list(ResumableBatchSampler(32, 8, seed=3, dist=DistInfo(r, 2, r))) for r in (0, 1)]
+    for b, batch in enumerate(one):
+        assert ranks[0][b] + ranks[1][b] == batch
+    late = ResumableBatchSampler(32, 8, seed=3)
+    late.set_epoch(0, start_batch=2)
+    assert list(late) == one[2:]
+    with pytest.raises(ValueError, match="not divisible by the world size"):
+        ResumableBatchSampler(32, 7, seed=0, dist=DistInfo(0, 2, 0))
+
+
+def test_plateau_schedule_reduces_lr_when_loss_stalls():
+    class Flat(Regressor):
+        def forward(self, batch, ctx):
+            return {"loss": self.net.bias.sum() * 0 + 1.0}
+
+    cfg = config(lr_schedule="plateau", warmup_epochs=0, epochs=6, plateau_patience=1, plateau_factor=0.5)
+    result = fit(Flat(), LinearData(), cfg, log=lambda _: None)
+    per_epoch = [result.series("lr")[i * 8] for i in range(6)]
+    assert per_epoch[0] == pytest.approx(0.3) and per_epoch[-1] < per_epoch[0]
