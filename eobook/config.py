@@ -250,6 +250,110 @@ def _parse_literal(name: str, text: str) -> Any:
 # --- Chapter 2: Fus-MAE ----------------------------------------------------------------------------
 
 # --- Chapter 3: MultiMAE for EO --------------------------------------------------------------------
+@dataclass(frozen=True)
+class MultiMAEConfig(ChapterConfig):
+    """MultiMAE meets EO (Sosa et al., 2024): six MMEarth modalities, Dirichlet masking, ViT-B encoder."""
+
+    #: Input side in pixels after resizing the MMEarth64 patches (56).
+    img_size: int = 56
+    #: Patch side P in pixels; N = (img_size / P)^2 tokens per modality (7 x 7 = 49, 294 for 6 modalities).
+    patch_size: int = 8
+    #: Encoder width D, number of blocks and heads (ViT-B: 768, 12, 12).
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    #: Stochastic depth of the encoder (not given by the paper; MultiMAE pretrains without).
+    drop_path_rate: float = 0.0
+    #: Visible tokens over all modalities per sample (49 of 294, about 83% masked).
+    num_visible: int = 49
+    #: Concentration alpha of the per-sample Dirichlet allocation of visible tokens to modalities.
+    dirichlet_alpha: float = 1.0
+    #: Decoder width d (768 -> 128), transformer blocks after the cross-attention layer, heads.
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    #: Width of the SEG class embedding before its patch projection.
+    seg_class_dim: int = 64
+    #: DEPTH reconstruction loss: "mse" (appendix eq. 1) or "l1" (the authors' code).
+    depth_loss: str = "mse"
+    #: Probability of a horizontal flip of a pretraining sample (all modalities together).
+    hflip_p: float = 0.5
+    #: MMEarth HDF5 file inside ``<data root>/MMEarth``.
+    mmearth_file: str = "data_1M_v001_64.h5"
+    #: Downstream classification tasks (GEO-Bench task folders; "eurosat" = EuroSAT-MS).
+    classification_tasks: tuple[str, ...] = ("m-eurosat", "m-bigearthnet", "m-brick-kiln", "m-so2sat", "eurosat")
+    #: Downstream segmentation tasks (GEO-Bench), head of four ConvNeXt blocks.
+    segmentation_tasks: tuple[str, ...] = ("m-cashew-plantation", "m-SA-crop-type")
+    #: Input sets evaluated downstream (keys of ``eobook.methods.multimae_eo.INPUT_SETS``).
+    input_sets: tuple[str, ...] = ("rgb", "rgb+ired+sired+eb")
+    #: Cap on training / test samples per downstream task (0 = all).
+    eval_max_train: int = 0
+    eval_max_test: int = 0
+    #: Linear probing: epochs and SGD learning rate (momentum 0.9, no weight decay).
+    probe_epochs: int = 100
+    probe_lr: float = 0.01
+    #: End-to-end fine-tuning (classification and segmentation): epochs, AdamW lr, weight decay, batch.
+    finetune_epochs: int = 50
+    finetune_lr: float = 1e-4
+    finetune_weight_decay: float = 0.05
+    finetune_batch_size: int = 64
+    #: Channels of the ConvNeXt segmentation head (its map is 1/4 of the input side).
+    seg_head_dim: int = 384
+    #: Also train every downstream model from a random initialisation (the baseline pretraining must beat).
+    eval_random_init: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "img_size", "patch_size", "embed_dim", "depth", "num_heads", "num_visible",
+                       "dirichlet_alpha", "decoder_dim", "decoder_depth", "decoder_heads", "seg_class_dim",
+                       "probe_epochs", "probe_lr", "finetune_epochs", "finetune_lr", "finetune_batch_size",
+                       "seg_head_dim")
+        check_non_negative(self, "drop_path_rate", "eval_max_train", "eval_max_test", "finetune_weight_decay")
+        check_choice(self, "depth_loss", ("mse", "l1"))
+        check_range(self, "hflip_p", 0.0, 1.0)
+        check_range(self, "drop_path_rate", 0.0, 1.0, high_open=True)
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"img_size: expected a multiple of patch_size={self.patch_size}, got {self.img_size}")
+        if self.patch_size % 4:
+            raise ConfigError(f"patch_size: expected a multiple of 4 (the segmentation head works at 1/4 "
+                              f"resolution), got {self.patch_size}")
+        tokens = (self.img_size // self.patch_size) ** 2
+        check_range(self, "num_visible", 1, tokens)
+        for name, dim, heads in (("embed_dim", self.embed_dim, self.num_heads),
+                                 ("decoder_dim", self.decoder_dim, self.decoder_heads)):
+            if dim % heads or dim % 4:
+                raise ConfigError(f"{name}: expected a multiple of 4 and of its heads ({heads}), got {dim}")
+        known = ("rgb", "rgb+ired+sired+eb", "rgb+ired+depth")
+        for value in self.input_sets:
+            if value not in known:
+                raise ConfigError(f"input_sets: expected values among {list(known)}, got {value!r}")
+
+
+register_chapter(
+    "multimae_eo", 3, "MultiMAE meets Earth Observation", "03_multimae_eo.ipynb",
+    # The paper's settings (appendix; authors' repo via NOTES.md): ViT-B, 56 px, P = 8, 49 of 294 visible,
+    # 1000 epochs on MMEarth, batch 512, lr 1e-4 x 512/256, 1 warm-up epoch, AdamW (0.9, 0.95), wd 0.05.
+    full=MultiMAEConfig(epochs=1000, batch_size=512, lr=1e-4 * 512 / 256, min_lr=1e-6, warmup_epochs=1,
+                        betas=(0.9, 0.95), weight_decay=0.05, num_workers=8, checkpoint_every=2000,
+                        log_every=100),
+    # CPU demo on the small sample world (<= 15 minutes on 2 cores).
+    small=MultiMAEConfig(world_size="small", img_size=32, patch_size=8, embed_dim=128, depth=4, num_heads=4,
+                         num_visible=12, decoder_dim=64, decoder_depth=1, decoder_heads=4, seg_class_dim=16,
+                         epochs=20, batch_size=32, lr=1e-3, min_lr=1e-5, warmup_epochs=1, betas=(0.9, 0.95),
+                         weight_decay=0.05, classification_tasks=("m-eurosat", "eurosat"),
+                         segmentation_tasks=("m-cashew-plantation",), eval_max_train=400, eval_max_test=200,
+                         probe_epochs=50, finetune_epochs=5, finetune_lr=3e-4, finetune_batch_size=32,
+                         seg_head_dim=32, checkpoint_every=200),
+    # About a minute for the whole notebook on 2 CPU cores.
+    tiny=MultiMAEConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_visible=8,
+                        decoder_dim=32, decoder_depth=1, decoder_heads=4, seg_class_dim=16, epochs=2,
+                        batch_size=16, max_steps_per_epoch=10, lr=1e-3, warmup_epochs=0.2, betas=(0.9, 0.95),
+                        weight_decay=0.05, classification_tasks=("m-eurosat",),
+                        segmentation_tasks=("m-cashew-plantation",), eval_max_train=64, eval_max_test=64,
+                        probe_epochs=20, finetune_epochs=1, finetune_lr=3e-4, finetune_batch_size=16,
+                        seg_head_dim=16, log_every=5),
+)
+
 
 # --- Chapter 4: SoftCon ----------------------------------------------------------------------------
 
