@@ -248,6 +248,97 @@ def _parse_literal(name: str, text: str) -> Any:
 # --- Chapter 1: DINO-MM ----------------------------------------------------------------------------
 
 # --- Chapter 2: Fus-MAE ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FusMAEConfig(ChapterConfig):
+    """Fus-MAE (Chan-To-Hing & Veeravalli, IGARSS 2024): SAR-optical masked autoencoder with cross-attention.
+
+    Pretraining data: BigEarthNet-MM (S1 + S2) under ``<root>/BigEarthNet-MM``; transfer: SEN12MS under
+    ``<root>/SEN12MS``, where ``<root>`` is ``data_root`` or the sample world.
+    """
+
+    #: "XAE&D" (XAttnEncoder as first encoder block + XAttnDecoder) or "XAD" (XAttnDecoder only).
+    variant: str = "XAE&D"
+    #: "independent" (each modality masked separately) or "consistent" (same patches), Sec. 3.3.
+    masking: str = "independent"
+    #: Fraction of each modality's patches that is masked (Sec. 3.3: 75%).
+    mask_ratio: float = 0.75
+    #: Input side H = W in pixels (BigEarthNet patches, 120 px, are resized to it).
+    img_size: int = 128
+    #: Patch side P in pixels (eq. 1).
+    patch_size: int = 16
+    #: Encoder width D and depth N (the XAttnEncoder block counts as one of the N), heads.
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    #: MLP hidden width / D in every block.
+    mlp_ratio: float = 4.0
+    #: Width, depth and heads of each modality's lightweight decoder D_i (eq. 9).
+    decoder_dim: int = 192
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    #: Per-patch standardised reconstruction targets (MAE's option; the paper: plain MSE, False).
+    norm_pix_loss: bool = False
+    #: Table 1, 100% labels: end-to-end fine-tuning epochs, AdamW lr, batch, weight decay.
+    finetune_epochs: int = 10
+    finetune_lr: float = 1e-4
+    finetune_batch_size: int = 64
+    finetune_weight_decay: float = 0.05
+    #: Table 1, 1% labels: label fraction, linear-probe epochs, batch, AdamW lr (encoder frozen).
+    probe_label_fraction: float = 0.01
+    #: Lower bound on the number of probe training samples (the tiny sample world has few patches).
+    probe_min_samples: int = 1
+    probe_epochs: int = 20
+    probe_batch_size: int = 128
+    probe_lr: float = 1e-3
+    #: Table 2 (SEN12MS transfer): linear evaluation epochs, batch, AdamW lr, label smoothing.
+    transfer_epochs: int = 10
+    transfer_batch_size: int = 256
+    transfer_lr: float = 1e-3
+    label_smoothing: float = 0.1
+    #: Number of test images shown in the reconstruction and attention figures.
+    figure_samples: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "variant", ("XAE&D", "XAD"))
+        check_choice(self, "masking", ("independent", "consistent"))
+        check_range(self, "mask_ratio", 0.0, 1.0, high_open=True)
+        check_positive(self, "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "decoder_dim",
+                       "decoder_depth", "decoder_heads", "finetune_epochs", "finetune_batch_size", "probe_min_samples",
+                       "probe_epochs", "probe_batch_size", "transfer_epochs", "transfer_batch_size", "figure_samples")
+        check_non_negative(self, "finetune_lr", "finetune_weight_decay", "probe_lr", "transfer_lr")
+        check_range(self, "probe_label_fraction", 0.0, 1.0, low_open=True)
+        check_range(self, "label_smoothing", 0.0, 1.0, high_open=True)
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"img_size: expected a multiple of patch_size={self.patch_size}, got {self.img_size}")
+        for dim, heads in (("embed_dim", "num_heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, dim) % getattr(self, heads) or getattr(self, dim) % 4:
+                raise ConfigError(f"{dim}: expected a multiple of 4 and of {heads}={getattr(self, heads)}, "
+                                  f"got {getattr(self, dim)}")
+
+
+register_chapter(
+    "fus_mae", 2, "Fus-MAE: cross-attention data fusion for masked autoencoders", "02_fus_mae.ipynb",
+    # CI: the whole notebook in about a minute on 2 CPU cores.
+    tiny=FusMAEConfig(
+        img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
+        decoder_heads=4, epochs=3, batch_size=16, lr=1e-3, warmup_epochs=1, weight_decay=0.05,
+        betas=(0.9, 0.95), log_every=5, finetune_epochs=1, finetune_batch_size=16, probe_min_samples=16,
+        probe_epochs=20, probe_batch_size=16, transfer_epochs=10, transfer_batch_size=32, figure_samples=3),
+    # CPU demo on the small sample world (<= 15 minutes): pretrained beats random init in the probe.
+    small=FusMAEConfig(
+        world_size="small", img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, decoder_dim=64,
+        decoder_depth=2, decoder_heads=4, epochs=20, batch_size=32, lr=1e-3, warmup_epochs=2, weight_decay=0.05,
+        betas=(0.9, 0.95), log_every=20, finetune_epochs=3, finetune_batch_size=32, finetune_lr=3e-4,
+        probe_min_samples=64, probe_epochs=50, probe_batch_size=32, transfer_epochs=30, transfer_batch_size=64),
+    # The paper (Sec. 4): 100 epochs on BigEarthNet-MM's 354,196 training images, AdamW, batch 200,
+    # lr warmed up to 1.5625e-4 over 10 epochs then cosine, 75% masking. Encoder ViT-S/16 at 128 px
+    # (not stated in the paper); weight decay 0.05 and betas (0.9, 0.95) as in MAE (not stated).
+    full=FusMAEConfig(
+        epochs=100, batch_size=200, optimizer="adamw", lr=1.5625e-4, min_lr=0.0, warmup_epochs=10,
+        lr_schedule="cosine", weight_decay=0.05, betas=(0.9, 0.95), num_workers=8, checkpoint_every=2000,
+        log_every=50),
+)
 
 # --- Chapter 3: MultiMAE for EO --------------------------------------------------------------------
 @dataclass(frozen=True)
