@@ -246,6 +246,132 @@ def _parse_literal(name: str, text: str) -> Any:
 # ==================================================================================================
 
 # --- Chapter 1: DINO-MM ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DinoMMConfig(ChapterConfig):
+    """DINO-MM (Wang, Albrecht & Zhu, IGARSS 2022): DINO with RandomSensorDrop on 12 S2 + 2 S1 channels.
+
+    Data: BigEarthNet-MM under ``<root>/BigEarthNet-MM`` (``<root>`` = ``data_root`` or the sample world);
+    the input is the 12 S2 L2A bands then S1 VH, VV, each scaled to [0, 1] (mean +/- 2 std).
+    """
+
+    #: ViT width D, depth and heads (ViT-S: 384, 12, 6).
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    #: Patch side in pixels (ViT-S/8: 8).
+    patch_size: int = 8
+    #: Stochastic-depth rate of the student (the teacher has none).
+    drop_path_rate: float = 0.1
+    #: Input side in pixels (patches resized to 128); positional embeddings are made for this grid.
+    img_size: int = 128
+    #: Multi-crop: side in pixels and area-scale range of the 2 global and ``n_local_crops`` local views.
+    global_crop_size: int = 112
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)
+    local_crop_size: int = 48
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    n_local_crops: int = 8
+    #: RandomSensorDrop: probability p that a view loses S1 or S2 (each half of the time).
+    sensor_drop_p: float = 0.5
+    #: DINO head h: output dimension K, MLP hidden width, bottleneck before the l2-norm.
+    out_dim: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    #: Weight-normalised last layer with its gain fixed to 1 (DINO's norm_last_layer).
+    norm_last_layer: bool = True
+    #: Student temperature tau_s.
+    student_temp: float = 0.1
+    #: Teacher temperature tau_t: linear warm-up from ``warmup_teacher_temp`` to ``teacher_temp`` (epochs).
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    warmup_teacher_temp_epochs: int = 30
+    #: Centre EMA rate m of Eq. (1).
+    center_momentum: float = 0.9
+    #: Teacher EMA momentum at step 0, raised to 1 with a cosine.
+    teacher_momentum: float = 0.996
+    #: Epochs during which the last layer of the student head is not updated.
+    freeze_last_layer_epochs: int = 1
+    #: Linear probe on the frozen teacher: CLS tokens of the last n blocks, epochs, batch, SGD lr (cosine).
+    probe_blocks: int = 4
+    probe_epochs: int = 100
+    probe_batch_size: int = 256
+    probe_lr: float = 0.01
+    #: Standardise the frozen features before the probe (not in the paper; helps short CPU probes).
+    probe_standardize: bool = False
+    #: Label fractions of the training split (Table 2: 100% and 1%), and the fewest samples a subset keeps.
+    label_fractions: tuple[float, ...] = (1.0, 0.01)
+    min_label_samples: int = 1
+    #: Evaluation view: Resize(img_size) + CenterCrop(eval_crop_size), in pixels.
+    eval_crop_size: int = 112
+    #: Cap on the training / test samples used in evaluation (0 = the whole split).
+    eval_train_samples: int = 0
+    eval_test_samples: int = 0
+    #: Supervised baseline (same ViT, end to end): epochs, batch, AdamW lr (cosine), weight decay.
+    supervised_epochs: int = 100
+    supervised_batch_size: int = 256
+    supervised_lr: float = 1e-3
+    supervised_weight_decay: float = 0.05
+    #: Patches shown in the attention-map figure.
+    figure_samples: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "embed_dim", "depth", "num_heads", "patch_size", "img_size", "global_crop_size",
+                       "local_crop_size", "out_dim", "head_hidden_dim", "head_bottleneck_dim", "student_temp",
+                       "warmup_teacher_temp", "teacher_temp", "probe_blocks", "probe_epochs", "probe_batch_size",
+                       "min_label_samples", "eval_crop_size", "supervised_epochs", "supervised_batch_size",
+                       "figure_samples")
+        check_non_negative(self, "n_local_crops", "warmup_teacher_temp_epochs", "freeze_last_layer_epochs",
+                           "probe_lr", "eval_train_samples", "eval_test_samples", "supervised_lr",
+                           "supervised_weight_decay")
+        check_range(self, "drop_path_rate", 0.0, 1.0, high_open=True)
+        check_range(self, "sensor_drop_p", 0.0, 1.0)
+        check_range(self, "center_momentum", 0.0, 1.0)
+        check_range(self, "teacher_momentum", 0.0, 1.0)
+        for name in ("global_crop_scale", "local_crop_scale"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high <= 1.0:
+                raise ConfigError(f"{name}: expected 0 < low <= high <= 1, got {(low, high)}")
+        for fraction in self.label_fractions:
+            if not 0.0 < fraction <= 1.0:
+                raise ConfigError(f"label_fractions: expected values in (0, 1], got {self.label_fractions}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim: expected a multiple of num_heads={self.num_heads}, got {self.embed_dim}")
+        for name in ("img_size", "global_crop_size", "local_crop_size", "eval_crop_size"):
+            if getattr(self, name) % self.patch_size:
+                raise ConfigError(f"{name}: expected a multiple of patch_size={self.patch_size}, got {getattr(self, name)}")
+        if self.eval_crop_size > self.img_size:
+            raise ConfigError(f"eval_crop_size: expected at most img_size={self.img_size}, got {self.eval_crop_size}")
+
+
+register_chapter(
+    "dino_mm", 1, "DINO-MM: self-supervised ViTs for joint SAR-optical representation learning",
+    "01_dino_mm.ipynb",
+    # CI: the whole notebook in about a minute on 2 CPU cores.
+    tiny=DinoMMConfig(
+        embed_dim=64, depth=2, num_heads=4, patch_size=8, drop_path_rate=0.0, img_size=32, global_crop_size=32,
+        local_crop_size=16, n_local_crops=2, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=32,
+        warmup_teacher_temp_epochs=1, epochs=2, batch_size=16, max_steps_per_epoch=8, lr=5e-4 * 16 / 256,
+        min_lr=1e-6, warmup_epochs=1, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=4,
+        probe_epochs=30, probe_batch_size=64, probe_standardize=True, min_label_samples=16, eval_crop_size=32,
+        supervised_epochs=3, supervised_batch_size=32, figure_samples=3),
+    # CPU demo on the small sample world (<= 15 minutes): the teacher's probe beats a random ViT.
+    small=DinoMMConfig(
+        world_size="small", embed_dim=128, depth=4, num_heads=4, patch_size=8, drop_path_rate=0.0, img_size=64,
+        global_crop_size=48, local_crop_size=24, n_local_crops=4, out_dim=1024, head_hidden_dim=512,
+        head_bottleneck_dim=64, warmup_teacher_temp_epochs=5, epochs=20, batch_size=64, lr=5e-4 * 64 / 256 * 4,
+        min_lr=1e-6, warmup_epochs=2, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=20,
+        probe_epochs=100, probe_batch_size=128, probe_standardize=True, min_label_samples=64, eval_crop_size=56,
+        supervised_epochs=10, supervised_batch_size=64),
+    # The paper (Sec. 3.1) and the authors' settings (NOTES.md): ViT-S/8 at 128 px, 2 x 112 px + 8 x 48 px
+    # crops, K = 65,536, 100 epochs, batch 256, AdamW lr 5e-4 x 256/256 after 10 warm-up epochs then cosine
+    # to 1e-6, weight decay 0.04 -> 0.4, grad clip 3, tau_s 0.1, tau_t 0.04 -> 0.07 over 30 epochs.
+    # Supervised baseline: 100 epochs, batch 256, AdamW 1e-3 as in the authors' script (weight decay not stated).
+    full=DinoMMConfig(
+        epochs=100, batch_size=256, optimizer="adamw", lr=5e-4, min_lr=1e-6, warmup_epochs=10,
+        lr_schedule="cosine", weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, num_workers=10,
+        checkpoint_every=2000, log_every=50),
+)
+
 
 # --- Chapter 2: Fus-MAE ----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -447,5 +573,204 @@ register_chapter(
 
 
 # --- Chapter 4: SoftCon ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SoftConConfig(ChapterConfig):
+    """SoftCon (Wang, Albrecht & Zhu, 2024): multi-label guided soft contrastive continual pretraining.
+
+    Pretraining data: SSL4EO-S12-ML (``<root>/SSL4EO-S12``: one random season per location, multi-labels
+    from Dynamic World); evaluation: BigEarthNet-MM and EuroSAT-MS, where ``<root>`` is ``data_root`` or
+    the sample world. Only the abstract and the authors' README are public: fields marked "choice" are
+    the book's (stated in the chapter's Deviations section).
+    """
+
+    #: Pretraining input: "s2c" (13-band Sentinel-2 L1C, multispectral) or "s1" (2-band SAR, VV/VH).
+    modality: str = "s2c"
+    #: Backbone: "vit_small_patch14_dinov2" (ViT-S/14), "vit_base_patch14_dinov2" (ViT-B/14), "resnet50",
+    #: or "vit" (a custom small ViT of vit_dim/vit_depth/vit_heads/patch_size, for CPU profiles).
+    arch: str = "vit_small_patch14_dinov2"
+    #: Input side in pixels (paper: 224).
+    img_size: int = 224
+    #: Patch side in pixels and width/depth/heads of the custom "vit" (the DINOv2 names fix their own).
+    patch_size: int = 14
+    vit_dim: int = 384
+    vit_depth: int = 12
+    vit_heads: int = 6
+    #: Vision-foundation-model initialisation of both branches: "" (random), "hub" (timm's pretrained RGB
+    #: weights: DINOv2 LVD-142M / ResNet-50 a1-in1k) or a path to a local RGB state-dict file.
+    weights: str = "hub"
+    #: MoCo v3 heads (choice): projector 3 layers (hidden, output), predictor 2 layers (hidden).
+    proj_hidden: int = 4096
+    proj_dim: int = 256
+    pred_hidden: int = 4096
+    #: Temperature tau of both loss terms (choice: MoCo v3's 0.2 for ViTs).
+    temperature: float = 0.2
+    #: lambda: weight of InfoNCE; (1 - lambda) weighs the soft term (choice 0.5; the chapter ablates it).
+    lam: float = 0.5
+    #: Momentum m of the EMA encoder at the start; it rises to 1 on a half cosine (MoCo v3: 0.99).
+    momentum_start: float = 0.99
+    #: Siamese masking: fraction of the trainable branch's patches dropped (choice 0.5; ViT only, 0 for resnet50).
+    mask_ratio: float = 0.5
+    #: Random-resized-crop area range (SSL4EO-S12 MoCo: 0.2-1) and brightness/contrast jitter strength.
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    jitter: float = 0.4
+    #: SyncBatchNorm in the MLP heads under DDP (MoCo v3).
+    sync_batchnorm: bool = True
+    #: Linear probing: BigEarthNet label fraction (paper: 10%), epochs, SGD lr, batch; ``probe_blocks``
+    #: CLS tokens of the last blocks are concatenated (README: 4 for ViT-B/14, else 1).
+    probe_fraction: float = 0.1
+    probe_epochs: int = 100
+    probe_lr: float = 0.01
+    probe_batch_size: int = 256
+    probe_blocks: int = 1
+    #: BigEarthNet end-to-end fine-tuning on the same label fraction: epochs (0 = skip), AdamW lr, batch.
+    finetune_epochs: int = 50
+    finetune_lr: float = 1e-4
+    finetune_batch_size: int = 64
+    #: The lambda ablation: extra pretraining runs with these lambdas (1.0 = plain InfoNCE); () = none.
+    ablation_lambdas: tuple[float, ...] = ()
+    #: Scenes in the similarity-matrix figure.
+    figure_batch: int = 24
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "modality", ("s2c", "s1"))
+        check_choice(self, "arch", ("vit", "vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "resnet50"))
+        check_positive(self, "img_size", "patch_size", "vit_dim", "vit_depth", "vit_heads", "proj_hidden", "proj_dim",
+                       "pred_hidden", "temperature", "probe_epochs", "probe_batch_size", "probe_blocks",
+                       "finetune_batch_size", "figure_batch")
+        check_non_negative(self, "jitter", "probe_lr", "finetune_epochs", "finetune_lr")
+        check_range(self, "lam", 0.0, 1.0)
+        check_range(self, "momentum_start", 0.0, 1.0, high_open=True)
+        check_range(self, "mask_ratio", 0.0, 1.0, high_open=True)
+        check_range(self, "probe_fraction", 0.0, 1.0, low_open=True)
+        if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ConfigError(f"crop_scale: expected 0 < low <= high <= 1, got {self.crop_scale}")
+        for value in self.ablation_lambdas:
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"ablation_lambdas: expected values in [0, 1], got {self.ablation_lambdas}")
+        if self.arch == "resnet50" and self.mask_ratio:
+            raise ConfigError(f"mask_ratio: Siamese masking needs a ViT backbone; set 0 with arch='resnet50', "
+                              f"got {self.mask_ratio}")
+        if self.arch == "vit" and (self.img_size % self.patch_size or self.vit_dim % self.vit_heads):
+            raise ConfigError(f"img_size: expected a multiple of patch_size={self.patch_size} and vit_dim a "
+                              f"multiple of vit_heads={self.vit_heads}, got {self.img_size} and {self.vit_dim}")
+        if self.arch.endswith("patch14_dinov2") and self.img_size % 14:
+            raise ConfigError(f"img_size: expected a multiple of 14 for {self.arch}, got {self.img_size}")
+
+
+register_chapter(
+    "softcon", 4, "SoftCon: multi-label guided soft contrastive continual pretraining", "04_softcon.ipynb",
+    # CI: the whole notebook in about a minute on 2 CPU cores (random init, no download).
+    tiny=SoftConConfig(
+        arch="vit", img_size=32, patch_size=8, vit_dim=64, vit_depth=2, vit_heads=4, weights="",
+        proj_hidden=128, proj_dim=32, pred_hidden=128, epochs=4, batch_size=16, lr=1e-3, warmup_epochs=1,
+        weight_decay=0.05, betas=(0.9, 0.95), log_every=4, probe_fraction=1.0, probe_epochs=30,
+        probe_batch_size=32, finetune_epochs=1, finetune_lr=1e-3, finetune_batch_size=16,
+        ablation_lambdas=(1.0,), figure_batch=16),
+    # CPU demo on the small sample world (<= 15 minutes): SoftCon vs plain InfoNCE vs random init.
+    small=SoftConConfig(
+        world_size="small", arch="vit", img_size=48, patch_size=8, vit_dim=96, vit_depth=4, vit_heads=4,
+        weights="", proj_hidden=256, proj_dim=64, pred_hidden=256, epochs=15, batch_size=64, lr=1e-3,
+        warmup_epochs=2, weight_decay=0.05, betas=(0.9, 0.95), log_every=20, probe_fraction=0.25,
+        probe_epochs=50, probe_batch_size=64, finetune_epochs=3, finetune_lr=3e-4, finetune_batch_size=32,
+        ablation_lambdas=(1.0, 0.0), checkpoint_every=50),
+    # The paper's setting for ViT-S/14 on 13-band MS (other rows: arch=resnet50 mask_ratio=0 |
+    # arch=vit_base_patch14_dinov2 probe_blocks=4 | modality=s1). Unpublished values are the book's choices:
+    # 100 epochs, global batch 1024, AdamW (MoCo v3: lr 1.5e-4 x batch/256, wd 0.1, betas 0.9/0.95).
+    full=SoftConConfig(
+        epochs=100, batch_size=1024, lr=6e-4, min_lr=0.0, warmup_epochs=10, weight_decay=0.1,
+        betas=(0.9, 0.95), num_workers=10, checkpoint_every=1000, log_every=50),
+)
+
 
 # --- Chapter 5: CromSS -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CromSSConfig(ChapterConfig):
+    """CromSS (Liu et al., 2025, IEEE TGRS): U-Nets pretrained on Dynamic World noisy labels, S1 + S2."""
+
+    #: "middle" (CromSS-midF: two encoders share one U-Net decoder and head), "late" (CromSS-lateF: two
+    #: U-Nets) or "single" (one U-Net on ``single_modality``, the single-modal baseline of Table V).
+    fusion: str = "middle"
+    #: Weight the losses with the selection masks W_l, W_e (CromSS); False = the midF/lateF ablation.
+    sample_selection: bool = True
+    #: Modality of ``fusion="single"``: "s2" or "s1".
+    single_modality: str = "s2"
+    #: Sentinel-2 input bands: 13 (all L1C bands) or 9 (B2-B8, B11, B12, "9B" in the tables).
+    s2_bands: int = 13
+    #: Classes C of the noisy labels (Dynamic World: 9).
+    num_classes: int = 9
+    #: smp encoder of the U-Nets (ResNet-50 in the paper), its depth (stages) and the decoder widths.
+    encoder: str = "resnet50"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    #: Final selection ratio alpha_0 of the label-based mask (eq. 11); alpha ramps 1 -> alpha_0.
+    alpha_0: float = 0.5
+    #: Ramp length n_s in epochs for alpha and gamma (exp(-5 (1 - e/n_s)^2)).
+    rampup_epochs: float = 80.0
+    #: Label smoothing (eq. 13): beta (uniform part), mu (spatial-temporal part), Gaussian sigma in px.
+    beta: float = 0.05
+    mu: float = 0.15
+    smoothing_sigma: float = 3.0
+    #: Random crop side in px (256 of the 264 px tiles), flip and 90-degree rotation probabilities.
+    crop_size: int = 256
+    flip_prob: float = 0.5
+    rotate_prob: float = 0.2
+    #: ReduceLROnPlateau (lr_schedule="plateau"): epochs without improvement, lr factor.
+    plateau_patience: int = 30
+    plateau_factor: float = 0.5
+    #: Also pretrain the single-modal S2 baseline (Table V, Fig. 8 c-d) beside the CromSS run.
+    pretrain_baseline: bool = True
+    #: Downstream (clean labels): "deeplabv3plus" (SSL4EO-S12@DW), "pspnet" (DFC2020) or "fpn" (@OSM).
+    downstream_arch: str = "deeplabv3plus"
+    #: Decoder width of the downstream network (smp default 256).
+    downstream_decoder_channels: int = 256
+    #: Downstream epochs, Adam learning rate (cosine), batch size, number of seeds (mean +/- std).
+    downstream_epochs: int = 50
+    downstream_lr: float = 5e-4
+    downstream_batch_size: int = 56
+    downstream_seeds: int = 3
+    #: Pixels per image for the pixel-level PCA curves (Fig. 13).
+    pca_pixels_per_image: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self, "fusion", ("middle", "late", "single"))
+        check_choice(self, "single_modality", ("s1", "s2"))
+        check_choice(self, "s2_bands", (9, 13))
+        check_choice(self, "downstream_arch", ("deeplabv3plus", "pspnet", "fpn"))
+        check_range(self, "encoder_depth", 3, 5)
+        check_range(self, "alpha_0", 0.0, 1.0)
+        check_range(self, "beta", 0.0, 1.0)
+        check_range(self, "mu", 0.0, 1.0)
+        check_range(self, "flip_prob", 0.0, 1.0)
+        check_range(self, "rotate_prob", 0.0, 1.0)
+        check_range(self, "plateau_factor", 0.0, 1.0, low_open=True, high_open=True)
+        check_positive(self, "num_classes", "crop_size", "downstream_epochs", "downstream_lr",
+                       "downstream_batch_size", "downstream_seeds", "downstream_decoder_channels",
+                       "pca_pixels_per_image")
+        check_non_negative(self, "rampup_epochs", "smoothing_sigma", "plateau_patience")
+        if self.beta + self.mu > 1:
+            raise ConfigError(f"beta, mu: expected beta + mu <= 1, got {self.beta} + {self.mu}")
+        if len(self.decoder_channels) != self.encoder_depth:
+            raise ConfigError(f"decoder_channels: expected {self.encoder_depth} values (encoder_depth), "
+                              f"got {self.decoder_channels}")
+
+
+_CROMSS_FULL = CromSSConfig(
+    # Sec. IV-A: Adam 5e-3, batch 512 (4 GPUs x 128), 200 epochs, ReduceLROnPlateau (patience 30, x0.5).
+    epochs=200, batch_size=512, optimizer="adam", lr=5e-3, lr_schedule="plateau", num_workers=8,
+    checkpoint_every=1000, log_every=50)
+register_chapter(
+    "cromss", 5, "CromSS: cross-modal pretraining with noisy labels", "05_cromss.ipynb",
+    full=_CROMSS_FULL,
+    small=dataclasses.replace(
+        _CROMSS_FULL, world_size="small", encoder="resnet18", encoder_depth=4, decoder_channels=(64, 32, 16, 8),
+        crop_size=48, epochs=12, batch_size=16, lr=1e-3, rampup_epochs=5.0, plateau_patience=3, num_workers=0,
+        checkpoint_every=0, log_every=20, downstream_decoder_channels=64, downstream_epochs=8,
+        downstream_batch_size=8, downstream_seeds=1),
+    tiny=dataclasses.replace(
+        _CROMSS_FULL, world_size="tiny", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
+        crop_size=32, epochs=2, batch_size=4, max_steps_per_epoch=2, lr=1e-3, rampup_epochs=1.0,
+        plateau_patience=1, num_workers=0, checkpoint_every=0, log_every=1, downstream_decoder_channels=32,
+        downstream_epochs=1, downstream_batch_size=4, downstream_seeds=1, pca_pixels_per_image=16),
+)
