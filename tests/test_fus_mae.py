@@ -1,0 +1,251 @@
+"""Tests of Chapter 2, Fus-MAE (eobook.methods.fus_mae): masking, eq. 2-5 and 10-11, the masked loss,
+training and resume."""
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from eobook.config import ConfigError, get_profile
+from eobook.methods import fus_mae as fm
+from eobook.train import TrainConfig, fit
+
+
+def tiny_model(**kwargs) -> fm.FusMAE:
+    torch.manual_seed(0)
+    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1,
+                decoder_heads=2)
+    return fm.FusMAE(**{**args, **kwargs})
+
+
+def batch(b=4, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"s1": torch.randn(b, 2, size, size, generator=g), "s2": torch.rand(b, 12, size, size, generator=g)}
+
+
+class Ctx:
+    def __init__(self, seed=0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+
+def manual_cross_attention(ca: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Eq. 4-5 written out: softmax(Q_x K_y^T / sqrt(d)) V_y per head, then the output projection."""
+    b, n, d = x.shape
+    h, dh = ca.num_heads, ca.head_dim
+    q = ca.q(x).reshape(b, n, h, dh).transpose(1, 2)
+    k, v = ca.kv(y).reshape(b, y.shape[1], 2, h, dh).permute(2, 0, 3, 1, 4)
+    attn = torch.softmax(q @ k.transpose(-1, -2) / dh ** 0.5, dim=-1)
+    return ca.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+# ---------------------------------------------------------------------------------------------- masking
+@pytest.mark.parametrize("ratio,n", [(0.75, 64), (0.75, 49), (0.5, 10), (0.0, 5)])
+def test_random_masking_masks_exactly_round_ratio_n_per_row(ratio, n):
+    mask = fm.random_masking(6, n, ratio, generator=torch.Generator().manual_seed(1))
+    assert mask.shape == (2, 6, n) and mask.dtype == torch.bool
+    assert (mask.sum(-1) == round(ratio * n)).all()
+
+
+def test_consistent_masking_is_identical_across_modalities_and_independent_is_not():
+    g = torch.Generator().manual_seed(0)
+    consistent = fm.random_masking(8, 64, consistent=True, num_modalities=3, generator=g)
+    assert consistent.shape == (3, 8, 64)
+    assert torch.equal(consistent[0], consistent[1]) and torch.equal(consistent[0], consistent[2])
+    independent = fm.random_masking(8, 64, consistent=False, generator=g)
+    assert not torch.equal(independent[0], independent[1])
+    # rows differ between samples too (uniform draws per sample)
+    assert not torch.equal(independent[0, 0], independent[0, 1])
+
+
+def test_random_masking_is_reproducible_from_the_generator():
+    a = fm.random_masking(4, 16, generator=torch.Generator().manual_seed(3))
+    b = fm.random_masking(4, 16, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 0.99])
+def test_random_masking_refuses_ratios_that_leave_nothing_or_are_out_of_range(ratio):
+    with pytest.raises(ValueError, match="mask_ratio"):
+        fm.random_masking(2, 16, ratio)
+
+
+def test_mask_to_keep_returns_the_sorted_visible_indices():
+    mask = torch.tensor([[True, False, True, False], [False, True, True, False]])
+    assert fm.mask_to_keep(mask).tolist() == [[1, 3], [0, 3]]
+    with pytest.raises(ValueError, match="mask"):
+        fm.mask_to_keep(torch.tensor([[True, False], [True, True]]))
+
+
+# ---------------------------------------------------------------------------------------------- patches and loss
+def test_patchify_orders_pixels_like_mae_and_unpatchify_inverts_it():
+    images = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4)
+    patches = fm.patchify(images, 2)
+    assert patches.shape == (1, 4, 8)
+    # first patch: pixels (0,0),(0,1),(1,0),(1,1), channels interleaved last
+    assert patches[0, 0].tolist() == [0, 16, 1, 17, 4, 20, 5, 21]
+    assert torch.equal(fm.unpatchify(patches, 2, 2), images)
+    with pytest.raises(ValueError, match="patch_size"):
+        fm.patchify(torch.zeros(1, 1, 5, 4), 2)
+
+
+def test_masked_mse_loss_matches_hand_computation():
+    pred = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [2.0, 0.0]]])
+    target = torch.tensor([[[0.0, 0.0], [5.0, 5.0], [0.0, 0.0]]])
+    mask = torch.tensor([[True, False, True]])
+    # masked patches: (1+1)/2 = 1 and (4+0)/2 = 2 -> mean 1.5; the visible patch (error 25) is ignored
+    assert fm.masked_mse_loss(pred, target, mask).item() == pytest.approx(1.5)
+
+
+def test_loss_only_counts_masked_tokens():
+    model = tiny_model().eval()
+    images = batch()
+    masks = model.sample_masks(4, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        preds, targets = model.predict(images, masks), model.targets(images)
+        before = fm.masked_mse_loss(preds["s2"], targets["s2"], masks["s2"])
+        changed = targets["s2"].clone()
+        changed[~masks["s2"]] += 10.0          # every visible patch's target
+        after = fm.masked_mse_loss(preds["s2"], changed, masks["s2"])
+        changed[masks["s2"]] += 10.0
+        moved = fm.masked_mse_loss(preds["s2"], changed, masks["s2"])
+    assert after.item() == pytest.approx(before.item())
+    assert moved.item() != pytest.approx(before.item())
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+def test_xattn_encoder_follows_eq_2_and_3():
+    torch.manual_seed(0)
+    block = fm.XAttnEncoder(16, 2)
+    x, y = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    out = block(x, y)
+    assert out.shape == (2, 12, 16)
+    fus = torch.cat([x, y], 1) + torch.cat([manual_cross_attention(block.attn_xy, block.norm_x(x), block.norm_y(y)),
+                                            manual_cross_attention(block.attn_yx, block.norm_y(y), block.norm_x(x))], 1)
+    expected = fus + block.mlp(block.norm_mlp(fus))
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_xattn_encoder_mixes_modalities():
+    model = tiny_model()
+    images = batch()
+    with torch.no_grad():
+        tokens = model.encoder.tokens(images)
+        first = model.encoder.xattn(tokens["s1"], tokens["s2"])
+        other_sar = model.encoder.tokens({**images, "s1": images["s1"] + 1.0})
+        second = model.encoder.xattn(other_sar["s1"], tokens["s2"])
+    n1 = tokens["s1"].shape[1]
+    # the optical tokens' outputs change although only the SAR input changed
+    assert not torch.allclose(first[:, n1:], second[:, n1:], atol=1e-4)
+
+
+def test_xattn_decoder_follows_eq_10_and_11():
+    torch.manual_seed(0)
+    block = fm.XAttnDecoder(16, 4)
+    zi, zj = torch.randn(3, 4, 16), torch.randn(3, 6, 16)
+    out, weights = block(zi, zj, return_weights=True)
+    z = zi + manual_cross_attention(block.attn, block.norm_q(zi), block.norm_kv(zj))
+    assert torch.allclose(out, z + block.mlp(block.norm_mlp(z)), atol=1e-5)
+    assert weights.shape == (3, 4, 4, 6) and torch.allclose(weights.sum(-1), torch.ones(3, 4, 4))
+
+
+def test_variants_differ_only_in_the_first_block():
+    xaed, xad = tiny_model(variant="XAE&D"), tiny_model(variant="XAD")
+    assert xaed.encoder.xattn is not None and len(xaed.encoder.blocks) == 1
+    assert xad.encoder.xattn is None and len(xad.encoder.blocks) == 2
+    with pytest.raises(ValueError, match="cross_attention_maps"):
+        xad.cross_attention_maps(batch())
+
+
+def test_encoder_returns_visible_latents_per_modality_and_a_global_token():
+    model = tiny_model()
+    masks = model.sample_masks(4, torch.Generator().manual_seed(0))
+    keep = {m: fm.mask_to_keep(masks[m]) for m in fm.MODALITIES}
+    latents, cls = model.encoder(batch(), keep)
+    assert latents["s1"].shape == (4, 4, 32) and latents["s2"].shape == (4, 4, 32) and cls.shape == (4, 32)
+
+
+def test_single_modality_features_and_input_errors():
+    model = tiny_model()
+    images = batch()
+    assert model.encoder.features({"s2": images["s2"]}).shape == (4, 32)
+    assert model.encoder.features({"s1": images["s1"]}).shape == (4, 32)
+    with pytest.raises(ValueError, match=r"images\['s2'\]"):
+        model.encoder.features({"s2": images["s2"][:, :3]})
+    with pytest.raises(ValueError, match="images"):
+        model.encoder.features({"rgb": images["s2"]})
+
+
+def test_cross_attention_maps_are_distributions_over_the_other_modality():
+    maps = tiny_model().cross_attention_maps(batch(b=2))
+    assert maps["s1->s2"].shape == (2, 16, 16) and maps["s2->s1"].shape == (2, 16, 16)
+    assert torch.allclose(maps["s1->s2"].sum(-1), torch.ones(2, 16), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+def test_reconstruction_keeps_visible_patches_and_hides_masked_ones(norm_pix):
+    model = tiny_model(norm_pix_loss=norm_pix)
+    images = batch(b=2)
+    masks = model.sample_masks(2, torch.Generator().manual_seed(0), masking="consistent")
+    out = model.reconstruct(images, masks)
+    for m in fm.MODALITIES:
+        visible = ~masks[m]
+        recon = fm.patchify(out[m]["reconstruction"], 4)
+        orig = fm.patchify(images[m], 4)
+        assert torch.allclose(recon[visible], orig[visible], atol=1e-5)
+        assert torch.isnan(fm.patchify(out[m]["masked"], 4)[masks[m]]).all()
+        assert not torch.isnan(fm.patchify(out[m]["masked"], 4)[visible]).any()
+
+
+# ---------------------------------------------------------------------------------------------- training
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    model = tiny_model()
+    images = batch(b=8)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        out = model(images, Ctx(seed=0))   # the same masks every step
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(p.grad is not None for n, p in model.named_parameters() if "xattn_decoder" in n or "patch_embed" in n)
+
+
+class FixedPairs(Dataset):
+    def __init__(self, n=16):
+        self.data = batch(b=n, seed=5)
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return {m: self.data[m][i] for m in fm.MODALITIES}
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-3, warmup_epochs=1, device="cpu", progress="off", log_every=100)
+    quiet = dict(log=lambda *_: None)
+    full = tiny_model()
+    fit(full, FixedPairs(), cfg, checkpoint_dir=tmp_path / "a", **quiet)
+    part = tiny_model()
+    fit(part, FixedPairs(), cfg, checkpoint_dir=tmp_path / "b", stop_after_steps=3, **quiet)
+    resumed = tiny_model()
+    result = fit(resumed, FixedPairs(), cfg, checkpoint_dir=tmp_path / "b", **quiet)
+    assert result.resumed_from == 3
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("field,value", [("mask_ratio", 1.0), ("variant", "XAE"), ("masking", "random"),
+                                         ("img_size", 30), ("embed_dim", 66), ("probe_label_fraction", 0.0)])
+def test_config_refuses_bad_values_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        get_profile("fus_mae", "tiny", **{field: value})
+
+
+def test_full_profile_has_the_papers_settings():
+    cfg = get_profile("fus_mae", "full")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.warmup_epochs, cfg.mask_ratio) == (100, 200, 1.5625e-4, 10, 0.75)
+    assert (cfg.optimizer, cfg.lr_schedule) == ("adamw", "cosine")
+    assert (cfg.finetune_epochs, cfg.probe_epochs, cfg.probe_batch_size, cfg.probe_label_fraction) == (10, 20, 128, 0.01)
+    assert (cfg.transfer_epochs, cfg.transfer_batch_size) == (10, 256)
