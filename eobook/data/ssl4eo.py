@@ -1,0 +1,211 @@
+"""SSL4EO-S12 reader: four seasons of Sentinel-1/2 per location, Dynamic World masks, multi-labels.
+
+Wang, Y., et al. (2023). SSL4EO-S12: A large-scale multimodal, multitemporal dataset for self-supervised
+learning in Earth observation. IEEE GRSM. Labels: Liu, C., et al. (2024). Multimodal self-supervised
+pretraining with noisy labels (CromSS; NoLDO-S12 = SSL4EO-S12 locations with Dynamic World labels,
+Brown et al., 2022) and SoftCon (SSL4EO-S12-ML multi-labels).
+
+Layout under ``root``::
+
+    s1/<7-digit id>/<product id>/VV.tif, VH.tif          float32 dB
+    s2a/<7-digit id>/<product id>/B1.tif ... B12.tif     uint16 L2A, 12 bands (no B10)
+    s2c/<7-digit id>/<product id>/B1.tif ... B12.tif     uint16 L1C, 13 bands, B8A.tif
+    dw/<7-digit id>/<product id>/dw.tif                  uint8 Dynamic World classes 0..8, 255 = no data
+    ssl4eo_s12_ml.json                                    {location id: {season: ["0", "4", ...]}}
+
+Seasons are the product folders of a location in name (= date) order. The ``dw`` layout is the book's
+arrangement of the NoLDO-S12 label masks (one mask per season, beside the images); pass ``dw_dir`` for
+another folder name. In the multi-label json a season key is the season index ("0".."3") or the
+product id; an empty list means the season has no label (``has_multilabel`` False).
+
+Normalisation: S2 mean +/- 2 std to [0, 1] with SSL4EO-S12's L1C or L2A statistics; S1 dB standardised
+with SSL4EO-S12's statistics. Dynamic World no-data becomes ``IGNORE_INDEX`` (-1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bands import DW_CLASSES, IGNORE_INDEX, S1_BANDS, S2_BAND_GSD, S2_L1C_BANDS, S2_L2A_BANDS, SSL4EO_BAND_FILE
+from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, to_tensors
+from .transforms import (SSL4EO_S1_MEAN, SSL4EO_S1_STD, SSL4EO_S2A_MEAN, SSL4EO_S2A_STD, SSL4EO_S2C_MEAN,
+                         SSL4EO_S2C_STD, normalize_s2_meanstd2, standardize)
+
+MODALITIES = ("s1", "s2a", "s2c")
+N_SEASONS = 4
+DW_NODATA = 255
+MULTILABEL_FILE = "ssl4eo_s12_ml.json"
+_BANDS = {"s1": S1_BANDS, "s2a": S2_L2A_BANDS, "s2c": S2_L1C_BANDS}
+
+
+def season_for(seed: int, epoch: int, index: int, n_seasons: int = N_SEASONS) -> int:
+    """The 'random' season of sample ``index`` in ``epoch``: a pure function of (seed, epoch, index)."""
+    return int(np.random.default_rng([seed, epoch, index]).integers(n_seasons))
+
+
+class SSL4EOS12(EODataset):
+    """SSL4EO-S12 locations as ``{"s2", "s1", "dw", "multilabel", "season", "id"}``.
+
+    Sample (T = 4 seasons when ``seasons="all"``, else the time axis is absent):
+        s2: float32 [C, H, W] or [T, C, H, W]; C = 13 (``s2c``, ``S2_L1C_BANDS``) or 12 (``s2a``);
+            20 m / 60 m bands bicubically resampled to the 10 m grid (264 px for the real data). When both
+            ``s2a`` and ``s2c`` are asked for, they come as ``s2a`` and ``s2c`` instead of ``s2``.
+        s1: float32 [2, H, W] or [T, 2, H, W], (VV, VH) dB.
+        dw: int64 [H, W] or [T, H, W], Dynamic World class ids 0..8 (``DW_CLASSES``), -1 = no data.
+        multilabel: float32 [9] multi-hot of the Dynamic World classes (or [T, 9]);
+            has_multilabel: bool (or [T]) False where the json lists no label.
+        season: int, the season index read (-1 with ``seasons="all"``).
+
+    Args:
+        root: the SSL4EO-S12 folder or a packed store.
+        modalities: any of ``s1``, ``s2a``, ``s2c``.
+        seasons: ``"random"`` (one per item, from ``season_for(seed, epoch, index)``), ``"all"``, or an int.
+        dw_labels: also read the Dynamic World masks (NoLDO-S12).
+        multilabels: also read the SSL4EO-S12-ML multi-labels.
+        seed: seed of the random season choice; call :meth:`set_epoch` each epoch for new draws.
+        normalize, size, on_error: as in :class:`~eobook.data.BigEarthNetMM`.
+        dw_dir: folder name of the Dynamic World masks.
+    """
+
+    def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
+                 multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
+                 on_error: str = "raise", dw_dir: str = "dw"):
+        from .store import open_packed
+
+        self.root = Path(root)
+        self.modalities = tuple(modalities)
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities: expected a non-empty subset of {MODALITIES}, got {modalities!r}")
+        if not (seasons in ("random", "all") or (isinstance(seasons, int) and 0 <= seasons < N_SEASONS)):
+            raise ValueError(f"seasons: expected 'random', 'all' or 0..{N_SEASONS - 1}, got {seasons!r}")
+        self.seasons, self.seed, self.epoch = seasons, seed, 0
+        self.dw_labels, self.multilabels, self.normalize, self.size = dw_labels, multilabels, normalize, size
+        self.dw_dir = dw_dir
+        store = open_packed(self.root, type(self).__name__, None)
+        super().__init__(on_error, store)
+        if store is not None:
+            self.ids = store.ids
+            return
+        first = self.root / self.modalities[0]
+        if not first.is_dir():
+            raise DataError(first, "missing modality folder")
+        self.ids = sorted(p.name for p in first.iterdir() if p.is_dir())
+        self.labels_ml = read_json(self.root / MULTILABEL_FILE) if multilabels else None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make ``seasons="random"`` draw a new (reproducible) season per index in this epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _season_list(self, index: int) -> list[int]:
+        if self.seasons == "all":
+            return list(range(N_SEASONS))
+        if self.seasons == "random":
+            return [season_for(self.seed, self.epoch, index)]
+        return [self.seasons]
+
+    def _products(self, folder: Path) -> list[Path]:
+        products = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        if len(products) != N_SEASONS:
+            raise DataError(folder, f"{len(products)} season folders, expected {N_SEASONS}")
+        return products
+
+    # --------------------------------------------------------------------------------------- reading
+    def read_raw(self, index: int) -> dict[str, Any]:
+        seasons = self._season_list(index)
+        if self.store is not None:
+            raw = self.store.read(index)
+            return {k: (v[seasons] if k in self._time_keys() else v) for k, v in raw.items()} | {"seasons": seasons}
+        return self.raw_sample(index, seasons)
+
+    def _time_keys(self) -> tuple[str, ...]:
+        return (*self.modalities, "dw", "multilabel", "has_multilabel")
+
+    def raw_sample(self, index: int, seasons: list[int] | None = None) -> dict[str, Any]:
+        """Arrays of the given seasons (all four by default), each with a leading time axis."""
+        seasons = list(range(N_SEASONS)) if seasons is None else seasons
+        loc = self.ids[index]
+        raw: dict[str, Any] = {"id": loc, "seasons": seasons}
+        size = None
+        for modality in self.modalities:
+            products = self._products(self.root / modality / loc)
+            stacks = [self._read_bands(modality, products[t]) for t in seasons]  # [C, H, W] each
+            size = size or stacks[0].shape[-1]
+            for t, stack in zip(seasons, stacks):
+                if stack.shape[-1] != size:
+                    raise DataError(products[t], f"size {stack.shape[-1]}, other modalities have {size}")
+            raw[modality] = np.stack(stacks)  # [T, C, H, W]
+        if self.dw_labels:
+            products = self._products(self.root / self.dw_dir / loc)
+            raw["dw"] = np.stack([self._read_dw(products[t] / "dw.tif", size) for t in seasons])
+        if self.multilabels:
+            raw["multilabel"], raw["has_multilabel"] = self._multilabel(loc, seasons)
+        return raw
+
+    def _read_bands(self, modality: str, folder: Path) -> np.ndarray:
+        if modality == "s1":
+            arrays = [read_tif(folder / f"{b}.tif", dtypes=("float32",), bands=1) for b in S1_BANDS]
+            require_size(folder / "VV.tif", arrays[0], self.size)
+            return np.concatenate(arrays).astype(np.float32)
+        ref_path = folder / "B2.tif"
+        size = read_tif(ref_path, dtypes=("uint16", "int16"), bands=1).shape[-1]
+        require_size(ref_path, np.empty((size, size)), self.size)
+        out = []
+        for band in _BANDS[modality]:
+            path = folder / f"{SSL4EO_BAND_FILE[band]}.tif"
+            # B10 (cirrus) is legitimately zero over most of the world: no all-nodata check for it.
+            array = read_tif(path, dtypes=("uint16", "int16"), bands=1, nodata_check=band != "B10")
+            if array.shape[-1] * S2_BAND_GSD[band] != size * 10:
+                raise DataError(path, f"size {array.shape[-1]} at {S2_BAND_GSD[band]} m does not match {size} px at 10 m")
+            out.append(resample_to(array, size, path))
+        return np.concatenate(out)  # [C, H, W]
+
+    @staticmethod
+    def _read_dw(path: Path, size: int | None) -> np.ndarray:
+        mask = read_tif(path, dtypes=("uint8",), bands=1, nodata_check=False)[0]
+        if size is not None and mask.shape != (size, size):
+            raise DataError(path, f"shape {mask.shape}, the images are {size}x{size}")
+        bad = (mask >= len(DW_CLASSES)) & (mask != DW_NODATA)
+        if bad.any():
+            raise DataError(path, f"unknown Dynamic World class value(s) {sorted(set(mask[bad].tolist()))}")
+        return np.where(mask == DW_NODATA, IGNORE_INDEX, mask).astype(np.int64)
+
+    def _multilabel(self, loc: str, seasons: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        path = self.root / MULTILABEL_FILE
+        entry = self.labels_ml.get(loc, self.labels_ml.get(str(int(loc)), {}))
+        keys = sorted(entry)
+        labels = np.zeros((len(seasons), len(DW_CLASSES)), np.float32)
+        for row, t in enumerate(seasons):
+            names = entry.get(str(t), entry.get(keys[t]) if t < len(keys) else None) or []
+            for name in names:
+                if not str(name).isdigit() or int(name) >= len(DW_CLASSES):
+                    raise DataError(path, f"location {loc}: unknown label {name!r} (expected '0'..'8')")
+                labels[row, int(name)] = 1
+        return labels, labels.any(axis=1)
+
+    def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
+        single = self.seasons != "all"
+        sample: dict[str, Any] = {"id": raw["id"], "season": raw["seasons"][0] if single else -1}
+        s2_key = {m: ("s2" if sum(x.startswith("s2") for x in self.modalities) == 1 else m)
+                  for m in ("s2a", "s2c")}
+        for modality in self.modalities:
+            x = raw[modality]  # [T, C, H, W]
+            if self.normalize:
+                if modality == "s1":
+                    x = standardize(x, SSL4EO_S1_MEAN, SSL4EO_S1_STD)
+                else:
+                    mean, std = (SSL4EO_S2C_MEAN, SSL4EO_S2C_STD) if modality == "s2c" else (SSL4EO_S2A_MEAN, SSL4EO_S2A_STD)
+                    x = normalize_s2_meanstd2(x, mean, std)
+            sample["s1" if modality == "s1" else s2_key[modality]] = x
+        label_keys = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())
+        for key in label_keys:
+                sample[key] = raw[key]
+        if single:
+            sample = {k: (v[0] if k in ("s1", "s2", "s2a", "s2c", "dw", "multilabel", "has_multilabel") else v)
+                      for k, v in sample.items()}
+        return to_tensors(sample)
