@@ -141,11 +141,33 @@ class StepContext:
     steps_per_epoch: int
     total_steps: int
     device: torch.device
-    generator: torch.Generator  # for augmentations inside the step (checkpointed with the run)
+    generator: torch.Generator  # for augmentations inside the step (checkpointed; same seed on every rank)
     amp_dtype: torch.dtype | None
     dist: DistInfo
     lr: float = 0.0
     weight_decay: float = 0.0
+
+    # Per-sample random draws. The generator is seeded alike on every rank; each draw is made for the
+    # global batch and this rank keeps its rows, so N DDP processes draw exactly what one process with
+    # the same global batch draws (and one process gets plain ``torch.rand(B, ...)``). The first
+    # dimension of ``shape`` is the local batch size.
+    def rand(self, *shape: int) -> torch.Tensor:
+        return self._rows(torch.rand(self._global(shape), generator=self.generator))
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return self._rows(torch.randn(self._global(shape), generator=self.generator))
+
+    def randint(self, low: int, high: int, *shape: int) -> torch.Tensor:
+        return self._rows(torch.randint(low, high, self._global(shape), generator=self.generator))
+
+    def _global(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not shape:
+            raise ValueError("shape: expected the local batch size as the first dimension")
+        return (shape[0] * self.dist.world_size, *shape[1:])
+
+    def _rows(self, values: torch.Tensor) -> torch.Tensor:
+        local = values.shape[0] // self.dist.world_size
+        return values[self.dist.rank * local:(self.dist.rank + 1) * local]
 
     @property
     def progress(self) -> float:
@@ -391,7 +413,7 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
                                                           patience=cfg.plateau_patience)
                if cfg.lr_schedule == "plateau" else None)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed + 7919 * dist.rank)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)  # alike on all ranks: see StepContext.rand
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     metrics_log = MetricsLog(ckpt_dir / "metrics.jsonl" if ckpt_dir else None, dist.is_main)
