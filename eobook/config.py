@@ -558,7 +558,7 @@ register_chapter(
                          num_visible=12, decoder_dim=64, decoder_depth=1, decoder_heads=4, seg_class_dim=16,
                          epochs=20, batch_size=32, lr=1e-3, min_lr=1e-5, warmup_epochs=1, betas=(0.9, 0.95),
                          weight_decay=0.05, classification_tasks=("m-eurosat", "eurosat"),
-                         segmentation_tasks=("m-cashew-plantation",), eval_max_train=400, eval_max_test=200,
+                         segmentation_tasks=("m-landcover-seg",), eval_max_train=400, eval_max_test=200,
                          probe_epochs=50, finetune_epochs=5, finetune_lr=3e-4, finetune_batch_size=32,
                          seg_head_dim=32, checkpoint_every=200),
     # About a minute for the whole notebook on 2 CPU cores.
@@ -566,7 +566,7 @@ register_chapter(
                         decoder_dim=32, decoder_depth=1, decoder_heads=4, seg_class_dim=16, epochs=2,
                         batch_size=16, max_steps_per_epoch=10, lr=1e-3, warmup_epochs=0.2, betas=(0.9, 0.95),
                         weight_decay=0.05, classification_tasks=("m-eurosat",),
-                        segmentation_tasks=("m-cashew-plantation",), eval_max_train=64, eval_max_test=64,
+                        segmentation_tasks=("m-landcover-seg",), eval_max_train=64, eval_max_test=64,
                         probe_epochs=20, finetune_epochs=1, finetune_lr=3e-4, finetune_batch_size=16,
                         seg_head_dim=16, log_every=5),
 )

@@ -1,0 +1,278 @@
+"""Tests of DINO-MM (Wang et al., 2022): RandomSensorDrop, multi-crop, DINO loss and centre, EMA, training."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eobook.config import ConfigError, get_profile
+from eobook.methods import dino_mm as D
+from eobook.runtime import DistInfo
+from eobook.train import StepContext, TrainConfig, fit
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def tiny_cfg(**overrides):
+    return get_profile("dino_mm", "tiny", **overrides)
+
+
+def make_ctx(step: int = 0, epoch: int = 0, total_steps: int = 10, seed: int = 0) -> StepContext:
+    return StepContext(epoch, step, step, total_steps, total_steps, torch.device("cpu"),
+                       torch.Generator().manual_seed(seed), None, DistInfo())
+
+
+def fake_batch(n: int = 4, size: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"s2": torch.rand(n, 12, size, size, generator=g), "s1": torch.randn(n, 2, size, size, generator=g)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Input and RandomSensorDrop
+# --------------------------------------------------------------------------------------------------
+def test_stack_sensors_orders_s2_then_vh_vv_in_unit_range():
+    s2 = torch.rand(2, 12, 8, 8)
+    s1 = torch.stack([torch.full((2, 8, 8), -1.0), torch.full((2, 8, 8), 1.0)], dim=1)  # VV = -1, VH = +1 sigma
+    x = D.stack_sensors(s2, s1)
+    assert x.shape == (2, 14, 8, 8)
+    assert torch.equal(x[:, :12], s2)
+    assert torch.allclose(x[:, 12], torch.full((2, 8, 8), 0.75))  # VH first: (1 + 2) / 4
+    assert torch.allclose(x[:, 13], torch.full((2, 8, 8), 0.25))  # VV: (-1 + 2) / 4
+    with pytest.raises(ValueError, match="s1"):
+        D.stack_sensors(s2, torch.zeros(2, 3, 8, 8))
+
+
+def test_random_sensor_drop_frequencies_and_never_both():
+    drop = D.RandomSensorDrop(p=0.5)
+    x = torch.ones(20000, 14, 2, 2)
+    out = drop(x, torch.Generator().manual_seed(0))
+    s2_kept = out[:, :12].amax(dim=(1, 2, 3)) > 0
+    s1_kept = out[:, 12:].amax(dim=(1, 2, 3)) > 0
+    assert bool((s2_kept | s1_kept).all()), "a view lost both sensors"
+    assert bool((out[:, :12].amin(dim=(1, 2, 3)) == out[:, :12].amax(dim=(1, 2, 3))).all()), "S2 dropped partly"
+    both, s2_only, s1_only = [float(m.float().mean()) for m in (s2_kept & s1_kept, s2_kept & ~s1_kept, s1_kept & ~s2_kept)]
+    assert abs(both - 0.5) < 0.02 and abs(s2_only - 0.25) < 0.02 and abs(s1_only - 0.25) < 0.02
+
+
+def test_random_sensor_drop_single_sample_and_bad_shape():
+    drop = D.RandomSensorDrop(p=1.0)
+    out = drop(torch.ones(14, 4, 4), torch.Generator().manual_seed(1))
+    assert out.shape == (14, 4, 4)
+    assert (out[:12].sum() == 0) != (out[12:].sum() == 0)
+    with pytest.raises(ValueError, match="C=14"):
+        drop(torch.ones(13, 4, 4))
+
+
+def test_select_sensors_zeroes_the_missing_sensor():
+    x = torch.ones(3, 14, 4, 4)
+    assert D.select_sensors(x, "S1")[:, :12].abs().sum() == 0 and D.select_sensors(x, "S1")[:, 12:].min() == 1
+    assert D.select_sensors(x, "S2")[:, 12:].abs().sum() == 0 and D.select_sensors(x, "S2")[:, :12].min() == 1
+    assert torch.equal(D.select_sensors(x, "S1+S2"), x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-crop
+# --------------------------------------------------------------------------------------------------
+def test_multicrop_shapes_ranges_and_determinism():
+    aug = D.MultiCropAugmentation(global_size=32, local_size=16, n_local=3)
+    x = torch.rand(5, 14, 40, 40)
+    g, l, modes = aug(x, torch.Generator().manual_seed(3))
+    assert g.shape == (10, 14, 32, 32) and l.shape == (15, 14, 16, 16) and modes.shape == (25,)
+    assert float(g.min()) >= 0 and float(g.max()) <= 1
+    g2, l2, _ = aug(x, torch.Generator().manual_seed(3))
+    assert torch.equal(g, g2) and torch.equal(l, l2)
+    g3, _, _ = aug(x, torch.Generator().manual_seed(4))
+    assert not torch.equal(g, g3)
+
+
+def test_crop_of_whole_image_is_identity_and_flip_mirrors():
+    x = torch.rand(2, 3, 8, 8)
+    whole = (torch.zeros(2), torch.zeros(2), torch.ones(2), torch.ones(2))
+    assert torch.allclose(D.resample_boxes(x, whole, 8, mode="bilinear"), x, atol=1e-5)
+    flipped = D.resample_boxes(x, whole, 8, flip=torch.tensor([True, False]), mode="bilinear")
+    assert torch.allclose(flipped[0], x[0].flip(-1), atol=1e-5) and torch.allclose(flipped[1], x[1], atol=1e-5)
+
+
+def test_crop_boxes_respect_scale_and_stay_inside():
+    cx, cy, w, h = D.crop_boxes(4000, (0.05, 0.4), torch.Generator().manual_seed(0))
+    area = w * h  # fraction of the image (w, h are fractions of the side)
+    assert float(area.min()) >= 0.05 - 1e-6 and float(area.max()) <= 0.4 + 1e-6
+    assert float((cx.abs() + w).max()) <= 1 + 1e-6 and float((cy.abs() + h).max()) <= 1 + 1e-6
+
+
+def test_gaussian_blur_preserves_constants_and_smooths():
+    const = torch.full((2, 14, 16, 16), 0.3)
+    assert torch.allclose(D.gaussian_blur(const, torch.tensor([0.5, 2.0])), const, atol=1e-6)
+    noise = torch.rand(1, 1, 32, 32)
+    assert float(D.gaussian_blur(noise, torch.tensor([2.0])).std()) < 0.5 * float(noise.std())
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss, centre, EMA
+# --------------------------------------------------------------------------------------------------
+def direct_dino_loss(student, teacher, center, tau_s, tau_t, n_crops):
+    """The formula written out sample by sample and pair by pair."""
+    b = teacher.shape[0] // 2
+    terms = []
+    for t in range(2):
+        for v in range(n_crops):
+            if v == t:
+                continue
+            for i in range(b):
+                p_t = torch.exp((teacher[t * b + i] - center[0]) / tau_t)
+                p_t = p_t / p_t.sum()
+                p_s = torch.exp(student[v * b + i] / tau_s)
+                p_s = p_s / p_s.sum()
+                terms.append(-(p_t * torch.log(p_s)).sum())
+    return torch.stack(terms).mean()
+
+
+def test_dino_loss_matches_the_formula_and_centre_moves_to_batch_mean():
+    g = torch.Generator().manual_seed(0)
+    n_crops, b, k = 4, 3, 5
+    student, teacher = torch.randn(n_crops * b, k, generator=g), torch.randn(2 * b, k, generator=g)
+    loss_fn = D.DINOLoss(k, n_crops, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=4,
+                         n_epochs=10, student_temp=0.1, center_momentum=0.9)
+    loss_fn.center.copy_(torch.randn(1, k, generator=g))
+    center0 = loss_fn.center.clone()
+    out = loss_fn(student, teacher, epoch=2)
+    tau_t = 0.04 + 2 * (0.07 - 0.04) / 3  # linspace(0.04, 0.07, 4)[2]
+    assert out["teacher_temp"].item() == pytest.approx(tau_t)
+    assert out["loss"].item() == pytest.approx(direct_dino_loss(student, teacher, center0, 0.1, tau_t, n_crops).item(),
+                                               rel=1e-5)
+    mean = teacher.mean(0, keepdim=True)
+    assert torch.allclose(loss_fn.center, 0.9 * center0 + 0.1 * mean, atol=1e-6)
+    assert (loss_fn.center - mean).norm() < (center0 - mean).norm()
+    assert loss_fn.teacher_temp(50) == pytest.approx(0.07)
+
+
+def test_collapse_monitors_detect_a_constant_teacher():
+    k = 6
+    loss_fn = D.DINOLoss(k, 2, n_epochs=1, warmup_teacher_temp_epochs=0)
+    constant = torch.randn(1, k).expand(8, k)
+    loss_fn.center.copy_(constant[:1])
+    out = loss_fn(torch.randn(8, k), constant, epoch=0)
+    assert out["teacher_entropy"].item() == pytest.approx(np.log(k), rel=1e-5)  # uniform targets
+    assert out["kl_to_center"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dino_head_is_weight_normalised_with_fixed_gain():
+    head = D.DINOHead(16, 10, hidden_dim=32, bottleneck_dim=8)
+    gain = head.last_layer.parametrizations.weight.original0
+    assert not gain.requires_grad and torch.all(gain == 1)
+    assert torch.allclose(head.last_layer.weight.norm(dim=1), torch.ones(10), atol=1e-5)
+    assert head(torch.randn(3, 16)).shape == (3, 10)
+
+
+def test_ema_update_of_the_teacher_is_exact():
+    module = D.DINOMM(tiny_cfg())
+    with torch.no_grad():
+        for p in module.student.parameters():
+            p.add_(torch.randn_like(p))
+    before = {n: p.clone() for n, p in module.teacher.named_parameters()}
+    student = dict(module.student.named_parameters())
+    ctx = make_ctx(step=3, total_steps=10)
+    m = 1 - (1 - 0.996) * (1 + np.cos(np.pi * 3 / 10)) / 2
+    module.on_step_end(ctx)
+    for name, p in module.teacher.named_parameters():
+        assert torch.allclose(p, m * before[name] + (1 - m) * student[name], atol=1e-6), name
+
+
+def test_last_layer_frozen_in_first_epoch_only():
+    module = D.DINOMM(tiny_cfg())
+    module(fake_batch(), make_ctx())["loss"].backward()
+    module.on_after_backward(make_ctx(epoch=0))
+    assert module.student.head.last_layer.parametrizations.weight.original1.grad is None
+    assert module.student.backbone.patch_embed.proj.weight.grad is not None
+    module(fake_batch(), make_ctx())["loss"].backward()
+    module.on_after_backward(make_ctx(epoch=1))
+    assert module.student.head.last_layer.parametrizations.weight.original1.grad is not None
+    assert all(p.grad is None for p in module.teacher.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+def test_training_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    module = D.DINOMM(tiny_cfg())
+    batch = fake_batch(8)
+    center = module.loss.center.clone()
+
+    def loss_now():  # same views (same generator seed), same centre, same teacher
+        module.loss.center.copy_(center)
+        return module(batch, make_ctx(epoch=1, seed=5))["loss"]
+
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+    first = loss_now()
+    for _ in range(5):
+        opt.zero_grad()
+        loss_now().backward()
+        opt.step()
+    assert loss_now().item() < first.item() - 1e-3
+
+
+class FakeBEN(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {k: v[0] for k, v in fake_batch(1, 24, seed=i).items()}
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = tiny_cfg(epochs=2, batch_size=4, global_crop_size=16, local_crop_size=8, img_size=16,
+                   eval_crop_size=16, out_dim=32)
+    train = TrainConfig.from_profile(cfg, log_every=100)
+
+    def run(folder, stop=None):
+        torch.manual_seed(0)
+        module = D.DINOMM(cfg)
+        fit(module, FakeBEN(), train, checkpoint_dir=folder, stop_after_steps=stop, log=lambda _: None)
+        return module
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop=2)
+    resumed = run(tmp_path / "b")
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_cls_attention_maps_are_distributions_over_patches():
+    module = D.DINOMM(tiny_cfg())
+    maps = D.cls_attention_maps(module.teacher.backbone, torch.rand(2, 14, 32, 32))
+    assert maps.shape == (2, 4, 4, 4)
+    assert torch.all(maps >= 0) and torch.all(maps.sum(dim=(2, 3)) <= 1 + 1e-5)
+
+
+def test_results_table_layout():
+    run = {"DINO-MM": {("100%", "S1"): 50.0}}
+    table = D.results_table(run)
+    assert list(table.index) == ["Random", "DINO-S1/2", "DINO-MM", "Supervised"]
+    assert table.loc["DINO-MM", ("100%", "S1", "paper")] == 79.5
+    assert table.loc["DINO-MM", ("100%", "S1", "this run")] == 50.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Profiles
+# --------------------------------------------------------------------------------------------------
+def test_full_profile_is_the_paper():
+    cfg = get_profile("dino_mm", "full")
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) == (384, 12, 6, 8)
+    assert (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim) == (65536, 2048, 256)
+    assert (cfg.global_crop_size, cfg.local_crop_size, cfg.n_local_crops) == (112, 48, 8)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.warmup_epochs) == (100, 256, 5e-4, 10)
+    assert (cfg.student_temp, cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs) == \
+        (0.1, 0.04, 0.07, 30)
+    assert cfg.label_fractions == (1.0, 0.01) and cfg.probe_lr == 0.01 and cfg.probe_blocks == 4
+
+
+@pytest.mark.parametrize("field, value", [("sensor_drop_p", 1.5), ("local_crop_scale", (0.5, 0.1)),
+                                          ("global_crop_size", 30), ("label_fractions", (0.0,)),
+                                          ("center_momentum", -0.1)])
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        tiny_cfg(**{field: value})
