@@ -88,8 +88,8 @@ class EODataset(Dataset):
 
 def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
     """numpy arrays -> torch tensors (strings and ints pass through)."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-            for k, v in sample.items()}
+    return {k: (torch.from_numpy(np.ascontiguousarray(v)) if v.ndim else torch.tensor(v.item()))
+            if isinstance(v, (np.ndarray, np.generic)) else v for k, v in sample.items()}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,70 @@
+"""``python -m eobook data {world,prepare,download,list}``: argparse subcommands of the data layer."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
+    """Add ``data`` with its subcommands to an argparse ``subparsers`` object; returns the parser."""
+    data = subparsers.add_parser("data", help="make, download, pack and list datasets")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    world = sub.add_parser("world", help="write the synthetic sample world")
+    world.add_argument("--out", type=Path, help="folder (default: $EOBOOK_DATA_DIR or data/sample)")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--size", choices=("tiny", "small"), default="tiny")
+    world.set_defaults(func=_world)
+
+    prepare = sub.add_parser("prepare", help="pack a dataset into a chunked zarr store")
+    prepare.add_argument("dataset", help="reader name, e.g. BigEarthNetMM, SSL4EOS12, GeoBench")
+    prepare.add_argument("--root", type=Path, required=True, help="the dataset's folder (or HDF5 for MMEarth)")
+    prepare.add_argument("--out", type=Path, required=True, help="the store to create")
+    prepare.add_argument("--task", help="GEO-Bench task name")
+    prepare.set_defaults(func=_prepare)
+
+    download = sub.add_parser("download", help="download a dataset listed in data/registry (resumable)")
+    download.add_argument("dataset")
+    download.add_argument("--root", type=Path, required=True)
+    download.set_defaults(func=_download)
+
+    listing = sub.add_parser("list", help="list the registry's datasets and the readers")
+    listing.set_defaults(func=_list)
+    return data
+
+
+def _world(args) -> int:
+    from .world import ensure_sample_world, write_world
+
+    if args.out is None:
+        print(ensure_sample_world(args.size, args.seed))
+    else:
+        print(json.dumps(write_world(args.out, args.size, args.seed), indent=2))
+    return 0
+
+
+def _prepare(args) -> int:
+    from .store import prepare
+
+    print(prepare(args.dataset, args.root, args.out, task=args.task))
+    return 0
+
+
+def _download(args) -> int:
+    from .download import download
+
+    for path in download(args.dataset, args.root):
+        print(path)
+    return 0
+
+
+def _list(args) -> int:
+    from . import READERS
+    from .download import registry
+
+    for name, entry in registry().items():
+        size = sum(f.get("size") or 0 for f in entry["files"])
+        print(f"{name:<22} {size / 2**30:8.1f} GiB  {entry.get('citation', '')}")
+    print("readers:", ", ".join(READERS))
+    return 0
