@@ -88,6 +88,24 @@ def test_multicrop_shapes_ranges_and_determinism():
     assert not torch.equal(g, g3)
 
 
+def test_multicrop_draws_are_the_same_split_over_two_ranks():
+    """Two DDP ranks with half the batch each produce exactly the views one process makes of the whole batch."""
+    aug = D.MultiCropAugmentation(global_size=16, local_size=8, n_local=2)
+    x = torch.rand(4, 14, 24, 24)
+
+    def views(rows, rank, world):
+        ctx = StepContext(0, 0, 0, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(7), None,
+                          DistInfo(rank, world))
+        return aug(x[rows], ctx)
+
+    g, l, modes = views(slice(None), 0, 1)
+    halves = [views(slice(2 * r, 2 * r + 2), r, 2) for r in range(2)]
+    for v in range(2):  # global view v of samples 0-3 = rank 0's rows v*2:(v+1)*2, then rank 1's
+        assert torch.allclose(g[4 * v:4 * v + 4], torch.cat([h[0][2 * v:2 * v + 2] for h in halves]), atol=1e-6)
+    assert torch.allclose(l[4:8], torch.cat([h[1][2:4] for h in halves]), atol=1e-6)
+    assert torch.equal(modes[:4], torch.cat([h[2][:2] for h in halves]))
+
+
 def test_crop_of_whole_image_is_identity_and_flip_mirrors():
     x = torch.rand(2, 3, 8, 8)
     whole = (torch.zeros(2), torch.zeros(2), torch.ones(2), torch.ones(2))
@@ -97,7 +115,7 @@ def test_crop_of_whole_image_is_identity_and_flip_mirrors():
 
 
 def test_crop_boxes_respect_scale_and_stay_inside():
-    cx, cy, w, h = D.crop_boxes(4000, (0.05, 0.4), torch.Generator().manual_seed(0))
+    cx, cy, w, h = D.crop_boxes(4000, (0.05, 0.4), D.uniform_source(torch.Generator().manual_seed(0)))
     area = w * h  # fraction of the image (w, h are fractions of the side)
     assert float(area.min()) >= 0.05 - 1e-6 and float(area.max()) <= 0.4 + 1e-6
     assert float((cx.abs() + w).max()) <= 1 + 1e-6 and float((cy.abs() + h).max()) <= 1 + 1e-6

@@ -9,8 +9,9 @@ a momentum teacher's centred, sharpened softmax over K prototypes across multi-c
 addition, ``RandomSensorDrop``, zeroes the SAR or the optical channels of a view so that the model sees
 SAR-only, optical-only and SAR-optical views (the paper's Table 1).
 
-Everything random inside a training step (crops, jitter, sensor drop) is drawn from ``ctx.generator`` and
-runs batched with torch ops on the device of the batch.
+Everything random inside a training step (crops, jitter, sensor drop) is drawn per sample through
+``ctx.rand`` (the run's checkpointed generator; the same draws with or without DDP) and runs batched with
+torch ops on the device of the batch.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import copy
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ IN_CHANS = S2_CHANNELS + S1_CHANNELS
 #: What RandomSensorDrop leaves of a view, by mode index (the paper's S / O / M of Table 1).
 SENSOR_MODES = ("S1+S2", "S2", "S1")
 N_CLASSES = 19
+#: A source of per-sample uniforms: ``rand(B, *shape) -> [B, *shape]`` (see :func:`uniform_source`).
+Rand = Callable[..., torch.Tensor]
 
 #: Table 2 of the paper: linear-probe mAP (%) on BigEarthNet-MM, {(label fraction, input): value}.
 PAPER_TABLE2 = {
@@ -100,55 +103,63 @@ class RandomSensorDrop:
             raise ValueError(f"p: expected a probability in [0, 1], got {p}")
         self.s2_channels, self.s1_channels, self.p = s2_channels, s1_channels, p
 
-    def sample_modes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_modes(self, n: int, rand: Rand) -> torch.Tensor:
         """Indices into ``SENSOR_MODES`` for ``n`` views: [n] int64 (0 both, 1 S2 only, 2 S1 only)."""
-        fire = torch.rand(n, generator=generator) < self.p
-        drop_s2 = torch.rand(n, generator=generator) < 0.5
-        return fire.long() * (1 + drop_s2.long())
+        u = rand(n, 2)
+        return (u[:, 0] < self.p).long() * (1 + (u[:, 1] < 0.5).long())
 
     def apply(self, x: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
         """Zero the channels that ``modes`` [B] drops in ``x`` [B,C,H,W]."""
         mask = sensor_mask(modes.to(x.device), self.s2_channels, self.s1_channels)
         return x * mask[:, :, None, None].to(x.dtype)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """[C,H,W] or [B,C,H,W] -> same shape, one independent draw per sample."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | Any = None) -> torch.Tensor:
+        """[C,H,W] or [B,C,H,W] -> same shape, one independent draw per sample (``generator``: see
+        :func:`uniform_source`)."""
         if x.ndim not in (3, 4) or x.shape[-3] != self.s2_channels + self.s1_channels:
             raise ValueError(f"x: expected [C,H,W] or [B,C,H,W] with C={self.s2_channels + self.s1_channels}, "
                              f"got {tuple(x.shape)}")
         batch = x if x.ndim == 4 else x[None]
-        out = self.apply(batch, self.sample_modes(batch.shape[0], generator))
+        out = self.apply(batch, self.sample_modes(batch.shape[0], uniform_source(generator)))
         return out if x.ndim == 4 else out[0]
 
 
 # --------------------------------------------------------------------------------------------------
 # Multi-crop augmentation, batched (Caron et al. 2021, Sec. 3.1; the authors' settings in NOTES.md)
 # --------------------------------------------------------------------------------------------------
-def _coin(p: float | torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+def uniform_source(source: torch.Generator | Any = None) -> Rand:
+    """``rand(B, *shape)`` -> U(0, 1) [B, *shape] on the CPU: ``ctx.rand`` of a StepContext (per-sample draws
+    that are the same with or without DDP), else draws from a torch.Generator (None: the global one)."""
+    if hasattr(source, "rand"):
+        return source.rand
+    return lambda *shape: torch.rand(shape, generator=source)
+
+
+def _coin(p: float | torch.Tensor, n: int, rand: Rand) -> torch.Tensor:
     """Bernoulli(p) per sample: [n] bool; ``p`` may be a per-sample tensor [n]."""
-    return torch.rand(n, generator=generator) < p
+    return rand(n) < p
 
 
-def _uniform(low: float, high: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
+def _uniform(low: float, high: float, rand: Rand, *shape: int) -> torch.Tensor:
+    return low + (high - low) * rand(*shape)
 
 
-def crop_boxes(n: int, scale: tuple[float, float], generator: torch.Generator | None,
+def crop_boxes(n: int, scale: tuple[float, float], rand: Rand,
                ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> tuple[torch.Tensor, ...]:
     """RandomResizedCrop boxes in normalised coordinates: (centre x, centre y, half-width, half-height) [n] each.
 
     Like torchvision: area fraction ~ U(scale), log aspect ~ U(log ratio), the first of ``attempts`` draws
     that fits inside the image, else the whole image (torchvision's fallback for a square input).
     """
-    area = _uniform(*scale, n * attempts, generator).view(n, attempts)
-    aspect = _uniform(math.log(ratio[0]), math.log(ratio[1]), n * attempts, generator).view(n, attempts).exp()
+    area = _uniform(*scale, rand, n, attempts)
+    aspect = _uniform(math.log(ratio[0]), math.log(ratio[1]), rand, n, attempts).exp()
     w, h = (area * aspect).sqrt(), (area / aspect).sqrt()  # fractions of the image side
     fits = (w <= 1) & (h <= 1)
     first = fits.float().argmax(dim=1, keepdim=True)
     w = torch.where(fits.any(1), w.gather(1, first)[:, 0], torch.ones(n))
     h = torch.where(fits.any(1), h.gather(1, first)[:, 0], torch.ones(n))
-    cx = (2 * torch.rand(n, generator=generator) - 1) * (1 - w)  # crop stays inside [-1, 1]
-    cy = (2 * torch.rand(n, generator=generator) - 1) * (1 - h)
+    cx = _uniform(-1.0, 1.0, rand, n) * (1 - w)  # the crop stays inside [-1, 1]
+    cy = _uniform(-1.0, 1.0, rand, n) * (1 - h)
     return cx, cy, w, h
 
 
@@ -166,21 +177,20 @@ def resample_boxes(x: torch.Tensor, boxes: tuple[torch.Tensor, ...], size: int, 
     return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
 
 
-def brightness_contrast(x: torch.Tensor, strength: float, p: float | torch.Tensor,
-                        generator: torch.Generator | None) -> torch.Tensor:
+def brightness_contrast(x: torch.Tensor, strength: float, p: float | torch.Tensor, rand: Rand) -> torch.Tensor:
     """With probability ``p``: x * b, then (x - mean_c) * c + mean_c per channel, b, c ~ U(1 -/+ strength)."""
     n = x.shape[0]
-    apply = _coin(p, n, generator)
-    b = torch.where(apply, _uniform(max(0.0, 1 - strength), 1 + strength, n, generator), torch.ones(n))
-    c = torch.where(apply, _uniform(max(0.0, 1 - strength), 1 + strength, n, generator), torch.ones(n))
+    apply = _coin(p, n, rand)
+    b = torch.where(apply, _uniform(max(0.0, 1 - strength), 1 + strength, rand, n), torch.ones(n))
+    c = torch.where(apply, _uniform(max(0.0, 1 - strength), 1 + strength, rand, n), torch.ones(n))
     x = x * b.to(x)[:, None, None, None]
     mean = x.mean(dim=(2, 3), keepdim=True)
     return ((x - mean) * c.to(x)[:, None, None, None] + mean).clamp(0.0, 1.0)
 
 
-def random_grayscale(x: torch.Tensor, p: float | torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def random_grayscale(x: torch.Tensor, p: float | torch.Tensor, rand: Rand) -> torch.Tensor:
     """With probability ``p`` every channel becomes the mean over channels (the authors' ToGray)."""
-    gray = _coin(p, x.shape[0], generator).to(x.device)[:, None, None, None]
+    gray = _coin(p, x.shape[0], rand).to(x.device)[:, None, None, None]
     return torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
 
 
@@ -198,20 +208,19 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def random_gaussian_blur(x: torch.Tensor, p: float | torch.Tensor, sigma_range: tuple[float, float],
-                         generator: torch.Generator | None) -> torch.Tensor:
+                         rand: Rand) -> torch.Tensor:
     """Blur the samples picked with probability ``p`` with sigma ~ U(sigma_range)."""
-    pick = _coin(p, x.shape[0], generator)
-    sigma = _uniform(*sigma_range, x.shape[0], generator)
+    pick = _coin(p, x.shape[0], rand)
+    sigma = _uniform(*sigma_range, rand, x.shape[0])
     if not pick.any():
         return x
     idx = pick.nonzero()[:, 0].to(x.device)
     return x.index_copy(0, idx, gaussian_blur(x[idx], sigma[pick]))
 
 
-def random_solarize(x: torch.Tensor, p: float | torch.Tensor, generator: torch.Generator | None,
-                    threshold: float = 0.5) -> torch.Tensor:
+def random_solarize(x: torch.Tensor, p: float | torch.Tensor, rand: Rand, threshold: float = 0.5) -> torch.Tensor:
     """With probability ``p`` invert values at or above ``threshold`` (PIL's solarize at 128 of 255)."""
-    pick = _coin(p, x.shape[0], generator).to(x.device)[:, None, None, None]
+    pick = _coin(p, x.shape[0], rand).to(x.device)[:, None, None, None]
     return torch.where(pick & (x >= threshold), 1.0 - x, x)
 
 
@@ -243,32 +252,38 @@ class MultiCropAugmentation:
         return 2 + self.n_local
 
     def views(self, x: torch.Tensor, n_views: int, size: int, scale: tuple[float, float], p_blur: torch.Tensor,
-              p_solarize: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n_views`` augmented views of every sample, view-major: [n_views*B,C,size,size] and modes."""
-        n = n_views * x.shape[0]
-        source = x.repeat(n_views, 1, 1, 1)
-        flip = _coin(0.5, n, generator)
-        v = resample_boxes(source, crop_boxes(n, scale, generator), size, flip).clamp(0.0, 1.0)
-        v = brightness_contrast(v, self.jitter, self.p_jitter, generator)
-        v = random_grayscale(v, self.p_gray, generator)
-        v = random_gaussian_blur(v, p_blur, self.blur_sigma, generator)
-        v = random_solarize(v, p_solarize, generator)
-        modes = self.sensor_drop.sample_modes(n, generator)
+              p_solarize: torch.Tensor, rand: Rand) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n_views`` augmented views of every sample, view-major: [n_views*B,C,size,size] and modes.
+
+        ``rand(B, *shape)`` draws per sample (rows of the batch); the views of a sample are its columns.
+        """
+        b = x.shape[0]
+        n = n_views * b
+        rows = lambda n_rows, *shape: rand(b, n_views, *shape).transpose(0, 1).reshape(n_rows, *shape)  # noqa: E731
+        flip = _coin(0.5, n, rows)
+        v = resample_boxes(x.repeat(n_views, 1, 1, 1), crop_boxes(n, scale, rows), size, flip).clamp(0.0, 1.0)
+        v = brightness_contrast(v, self.jitter, self.p_jitter, rows)
+        v = random_grayscale(v, self.p_gray, rows)
+        v = random_gaussian_blur(v, p_blur, self.blur_sigma, rows)
+        v = random_solarize(v, p_solarize, rows)
+        modes = self.sensor_drop.sample_modes(n, rows)
         return self.sensor_drop.apply(v, modes), modes
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None):
+    def __call__(self, x: torch.Tensor, source: torch.Generator | Any = None):
+        """``source``: a StepContext (``ctx.rand``, identical draws with or without DDP), a torch.Generator
+        or None (the global generator)."""
         if x.ndim != 4 or x.shape[1] != IN_CHANS:
             raise ValueError(f"x: expected [B,{IN_CHANS},H,W], got {tuple(x.shape)}")
-        b = x.shape[0]
+        b, rand = x.shape[0], uniform_source(source)
         per_global = lambda first, second: torch.tensor([first] * b + [second] * b)  # noqa: E731
         globals_, g_modes = self.views(x, 2, self.global_size, self.global_scale,
                                        per_global(self.p_blur[0], self.p_blur[1]),
-                                       per_global(0.0, self.p_solarize), generator)
+                                       per_global(0.0, self.p_solarize), rand)
         if self.n_local == 0:
             return globals_, x.new_zeros(0, IN_CHANS, self.local_size, self.local_size), g_modes
         locals_, l_modes = self.views(x, self.n_local, self.local_size, self.local_scale,
                                       torch.full((self.n_local * b,), self.p_blur[2]),
-                                      torch.zeros(self.n_local * b), generator)
+                                      torch.zeros(self.n_local * b), rand)
         return globals_, locals_, torch.cat([g_modes, l_modes])
 
 
@@ -439,7 +454,7 @@ class DINOMM(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], ctx: Any) -> dict[str, torch.Tensor]:
         x = stack_sensors(batch["s2"], batch["s1"])                # [B,14,H,W]
-        global_views, local_views, _ = self.augment(x, ctx.generator)  # [2B,14,g,g], [nB,14,l,l]
+        global_views, local_views, _ = self.augment(x, ctx)        # [2B,14,g,g], [nB,14,l,l]
         with torch.no_grad():
             teacher_out = self.teacher(global_views)              # [2B,K]
         student_out = self.student(global_views, local_views)     # [(2+n)B,K]
