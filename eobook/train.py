@@ -289,6 +289,13 @@ def newest_checkpoint(directory: str | os.PathLike | None) -> Path | None:
     return found[-1] if found else None
 
 
+def remove_stale_temp_files(directory: Path | None) -> None:
+    """Delete half-written ``.ckpt-*.tmp`` files a killed run left behind (never a finished checkpoint)."""
+    if directory is not None and directory.is_dir():
+        for tmp in directory.glob(".ckpt-*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: str | os.PathLike, expected_meta: dict[str, Any] | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint and refuse it when its ``meta`` differs from ``expected_meta``."""
@@ -418,6 +425,7 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     metrics_log = MetricsLog(ckpt_dir / "metrics.jsonl" if ckpt_dir else None, dist.is_main)
     start_step, resumed_from, history = 0, None, []
+    remove_stale_temp_files(ckpt_dir)
     newest = newest_checkpoint(ckpt_dir)
     if newest is not None:
         state = load_checkpoint(newest, checkpoint_meta, map_location=device)
