@@ -66,7 +66,7 @@ class SEN12MS(EODataset):
         if store is not None:
             self.files = store.ids
             return
-        pattern = f"ROIs*{SPLIT_FOLDER[split] if split else ''}*/s2_*/*_s2_*.tif"
+        pattern = f"ROIs*{SPLIT_FOLDER[split]}*/s2_*/*_s2_*.tif" if split else "ROIs*/s2_*/*_s2_*.tif"
         self.files = sorted(str(p.relative_to(self.root)) for p in self.root.glob(pattern))
         if not self.files:
             raise DataError(self.root, f"no S2 patches matching {pattern}")

@@ -67,11 +67,12 @@ class SSL4EOS12(EODataset):
         seed: seed of the random season choice; call :meth:`set_epoch` each epoch for new draws.
         normalize, size, on_error: as in :class:`~eobook.data.BigEarthNetMM`.
         dw_dir: folder name of the Dynamic World masks.
+        n_seasons: season folders per location (4 in SSL4EO-S12; fewer for partial copies).
     """
 
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
-                 on_error: str = "raise", dw_dir: str = "dw"):
+                 on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS):
         from .store import open_packed
 
         self.root = Path(root)
@@ -79,8 +80,9 @@ class SSL4EOS12(EODataset):
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or not self.modalities:
             raise ValueError(f"modalities: expected a non-empty subset of {MODALITIES}, got {modalities!r}")
-        if not (seasons in ("random", "all") or (isinstance(seasons, int) and 0 <= seasons < N_SEASONS)):
-            raise ValueError(f"seasons: expected 'random', 'all' or 0..{N_SEASONS - 1}, got {seasons!r}")
+        if not (seasons in ("random", "all") or (isinstance(seasons, int) and 0 <= seasons < n_seasons)):
+            raise ValueError(f"seasons: expected 'random', 'all' or 0..{n_seasons - 1}, got {seasons!r}")
+        self.n_seasons = n_seasons
         self.seasons, self.seed, self.epoch = seasons, seed, 0
         self.dw_labels, self.multilabels, self.normalize, self.size = dw_labels, multilabels, normalize, size
         self.dw_dir = dw_dir
@@ -104,15 +106,15 @@ class SSL4EOS12(EODataset):
 
     def _season_list(self, index: int) -> list[int]:
         if self.seasons == "all":
-            return list(range(N_SEASONS))
+            return list(range(self.n_seasons))
         if self.seasons == "random":
-            return [season_for(self.seed, self.epoch, index)]
+            return [season_for(self.seed, self.epoch, index, self.n_seasons)]
         return [self.seasons]
 
     def _products(self, folder: Path) -> list[Path]:
         products = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-        if len(products) != N_SEASONS:
-            raise DataError(folder, f"{len(products)} season folders, expected {N_SEASONS}")
+        if len(products) != self.n_seasons:
+            raise DataError(folder, f"{len(products)} season folders, expected {self.n_seasons}")
         return products
 
     # --------------------------------------------------------------------------------------- reading
@@ -128,7 +130,7 @@ class SSL4EOS12(EODataset):
 
     def raw_sample(self, index: int, seasons: list[int] | None = None) -> dict[str, Any]:
         """Arrays of the given seasons (all four by default), each with a leading time axis."""
-        seasons = list(range(N_SEASONS)) if seasons is None else seasons
+        seasons = list(range(self.n_seasons)) if seasons is None else seasons
         loc = self.ids[index]
         raw: dict[str, Any] = {"id": loc, "seasons": seasons}
         size = None

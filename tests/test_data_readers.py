@@ -1,0 +1,154 @@
+"""Readers on the synthetic sample world and on the real samples in ../shared/data/real."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eobook.data import (BEN19_CLASSES, BigEarthNetMM, DW_CLASSES, EuroSATMS, GeoBench, MMEarth, SEN12MS,
+                         SSL4EOS12, ensure_sample_world, real_data_root)
+from eobook.data.bands import BEN43_CLASSES
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ensure_sample_world(size="tiny", seed=0)  # cached on disk after the first run
+
+
+def needs_real(sub: str):
+    root = real_data_root()
+    if root is None or not (root / sub).exists():
+        pytest.skip(f"real data folder {sub} absent (../shared/data/real or $EOBOOK_REAL_DATA)")
+    return root / sub
+
+
+def test_world_is_marked_synthetic(world):
+    import json
+
+    summary = json.loads((world / "world.json").read_text())
+    assert "SYNTHETIC" in summary["synthetic"] and (world / "BigEarthNet-MM" / "SYNTHETIC").is_file()
+    assert 0.6 < summary["dw_label_accuracy"] < 0.8  # Dynamic-World-like noise
+    assert min(summary["class_fractions"].values()) > 0.005  # every class occurs
+
+
+def test_bigearthnet_world(world):
+    train, test = BigEarthNetMM(world / "BigEarthNet-MM", split="train"), BigEarthNetMM(world / "BigEarthNet-MM", split="test")
+    assert len(train) >= 64 and len(test) >= 32
+    s = train[0]
+    assert s["s2"].shape == (12, 48, 48) and s["s2"].dtype == torch.float32
+    assert s["s1"].shape == (2, 48, 48) and s["label"].shape == (19,) and s["label43"].shape == (43,)
+    assert 0 <= s["s2"].min() and s["s2"].max() <= 1
+    raw = BigEarthNetMM(world / "BigEarthNet-MM", split="train", normalize=False)[0]
+    assert raw["s1"].max() < 20 and raw["s1"].min() > -60  # dB
+    assert raw["s2"].max() > 100  # DN, not reflectance
+    cleaned = BigEarthNetMM(world / "BigEarthNet-MM", split="train", remove_snow_cloud=True)
+    listed = (world / "BigEarthNet-MM" / "patches_with_cloud_and_shadow.csv").read_text().split()
+    assert len(cleaned) == len(train) - len(set(listed) & set(train.patches)) - sum(
+        p in train.patches for p in (world / "BigEarthNet-MM" / "patches_with_seasonal_snow.csv").read_text().split()
+        if p not in listed)
+
+
+def test_ssl4eo_world_seasons_and_labels(world):
+    ds = SSL4EOS12(world / "SSL4EO-S12", modalities=("s1", "s2c"), dw_labels=True, multilabels=True, seed=3)
+    s = ds[5]
+    assert s["s2"].shape == (13, 36, 36) and s["s1"].shape == (2, 36, 36)
+    assert s["dw"].dtype == torch.int64 and s["dw"].min() >= -1 and s["dw"].max() <= 8
+    assert s["multilabel"].shape == (9,) and s["multilabel"].sum() >= 1
+    again = SSL4EOS12(world / "SSL4EO-S12", modalities=("s2c",), seed=3)
+    assert [again[i]["season"] for i in range(8)] == [ds[i]["season"] for i in range(8)]  # reproducible
+    ds.set_epoch(1)
+    assert [ds[i]["season"] for i in range(16)] != [again[i]["season"] for i in range(16)]
+    full = SSL4EOS12(world / "SSL4EO-S12", modalities=("s2a", "s2c"), seasons="all", dw_labels=True)[0]
+    assert full["s2a"].shape == (4, 12, 36, 36) and full["s2c"].shape == (4, 13, 36, 36) and full["dw"].shape == (4, 36, 36)
+
+
+def test_mmearth_world(world):
+    ds = MMEarth(world / "MMEarth" / "data_1M_v001_64.h5", split="train")
+    s = ds[0]
+    assert {k: tuple(s[k].shape) for k in ("rgb", "ired", "sired", "eb", "depth")} == {
+        "rgb": (3, 32, 32), "ired": (3, 32, 32), "sired": (2, 32, 32), "eb": (2, 32, 32), "depth": (1, 32, 32)}
+    segs = torch.stack([ds[i]["seg"] for i in range(len(ds))])
+    assert segs.dtype == torch.int64 and segs.min() >= 0 and segs.max() <= 11
+    assert (segs == 11).any()  # the world's no-data strips map to the explicit class
+    rgb = torch.stack([ds[i]["rgb"] for i in range(len(ds))])
+    assert abs(rgb.mean()) < 0.5 and 0.5 < rgb.std() < 1.5  # z-scored with the tile-level statistics
+
+
+def test_geobench_world(world):
+    cls = GeoBench(world / "GEO-Bench", task="m-eurosat", split="train")
+    s = cls[0]
+    assert s["s2"].shape == (13, 32, 32) and s["label"].dtype == torch.int64 and s["label"].ndim == 0
+    multi = GeoBench(world / "GEO-Bench", task="m-bigearthnet", split="test")[0]
+    assert multi["s2"].shape == (12, 32, 32) and multi["label"].shape == (43,)
+    seg = GeoBench(world / "GEO-Bench", task="m-landcover-seg", split="valid")[0]
+    assert seg["label"].shape == (32, 32) and seg["label"].dtype == torch.int64
+    assert len(GeoBench(world / "GEO-Bench", task="m-eurosat", partition="0.10x")) < len(cls)
+
+
+def test_sen12ms_and_eurosat_world(world):
+    s = SEN12MS(world / "SEN12MS", split="train")[0]
+    assert s["s1"].shape == (2, 32, 32) and s["s2"].shape == (13, 32, 32)
+    assert s["label"].min() >= 0 and s["label"].max() <= 9 and int(s["label_scene"]) == int(
+        torch.bincount(s["label"].flatten()).argmax())
+    assert len(SEN12MS(world / "SEN12MS", split="test")) >= 32
+    train, test = EuroSATMS(world / "EuroSAT-MS", split="train"), EuroSATMS(world / "EuroSAT-MS", split="test")
+    assert len(train) >= 64 and len(test) >= 20 and not set(train.files) & set(test.files)
+    assert train[0]["s2"].shape == (13, 32, 32) and train[0]["label"].ndim == 0
+
+
+def test_world_is_learnable(world):
+    """Logistic regression on per-patch band means predicts the majority DW class far above 1/9."""
+    from sklearn.linear_model import LogisticRegression
+
+    ds = SEN12MS(world / "SEN12MS", split=None)
+    x = np.stack([np.concatenate([ds[i]["s2"].mean((1, 2)), ds[i]["s1"].mean((1, 2))]) for i in range(len(ds))])
+    y = np.array([int(ds[i]["label_scene"]) for i in range(len(ds))])
+    model = LogisticRegression(max_iter=2000).fit(x[:64], y[:64])
+    assert model.score(x[64:], y[64:]) > 0.5  # chance is about 1/9; majority class < 0.5
+    es_train, es_test = EuroSATMS(world / "EuroSAT-MS", "train"), EuroSATMS(world / "EuroSAT-MS", "test")
+    feats = lambda d: np.stack([d[i]["s2"].mean((1, 2)).numpy() for i in range(len(d))])
+    labels = lambda d: np.array([int(d[i]["label"]) for i in range(len(d))])
+    model = LogisticRegression(max_iter=3000, C=100).fit(feats(es_train), labels(es_train))
+    assert model.score(feats(es_test), labels(es_test)) > 0.5  # chance 0.1
+
+
+# ---------------------------------------------------------------------------------------- real data
+@pytest.mark.real_data
+def test_bigearthnet_real_v1():
+    root = needs_real("bigearthnet-mm-v1")
+    ds = BigEarthNetMM(root, split=None)
+    assert len(ds) == 6
+    by_id = {ds.patches[i]: i for i in range(len(ds))}
+    s = ds[by_id["S2A_MSIL2A_20170613T101031_87_48"]]
+    assert s["s2"].shape == (12, 120, 120) and s["s1"].shape == (2, 120, 120)
+    assert 0 <= s["s2"].min() and s["s2"].max() <= 1
+    # hand-checked: "Non-irrigated arable land" + "Land principally occupied by agriculture, ..."
+    assert torch.nonzero(s["label"]).flatten().tolist() == [2, 6]
+    assert torch.nonzero(s["label43"]).flatten().tolist() == [11, 20]
+    finn = ds[by_id["S2B_MSIL2A_20170924T93020_69_24"]]
+    # Coniferous, Mixed forest, Transitional woodland/shrub, Peatbogs (inland wetlands), Water bodies
+    assert [BEN19_CLASSES[i] for i in torch.nonzero(finn["label"]).flatten()] == [
+        "Coniferous forest", "Mixed forest", "Transitional woodland, shrub", "Inland wetlands", "Inland waters"]
+    raw = BigEarthNetMM(root, normalize=False)[0]
+    assert raw["s1"].min() > -60 and raw["s1"].max() < 30 and raw["s2"].max() > 1000
+
+
+@pytest.mark.real_data
+def test_ssl4eo_real_s2c():
+    root = needs_real("ssl4eo-s12")
+    ds = SSL4EOS12(root, modalities=("s2c",), seasons=0, n_seasons=1)  # the samples hold one season each
+    s = ds[1]
+    assert len(ds) == 2 and s["s2"].shape == (13, 264, 264) and s["s2"].dtype == torch.float32
+    assert 0 <= s["s2"].min() and s["s2"].max() <= 1 and s["s2"].std() > 0.01
+    raw = SSL4EOS12(root, modalities=("s2c",), seasons=0, n_seasons=1, normalize=False)[1]
+    assert raw["s2"][1].mean() > 100  # B02 in DN
+
+
+@pytest.mark.real_data
+def test_geobench_real():
+    root = needs_real("geobench/brick_kiln_v1.0")
+    ds = GeoBench(root, split="train")
+    s = ds[0]
+    assert len(ds) == 5 and s["s2"].shape == (13, 64, 64) and s["s2"].dtype == torch.float32
+    assert int(s["label"]) == 0  # all fixtures are "no kiln", read without unpickling foreign classes
+    assert abs(float(s["s2"].mean())) < 3
