@@ -145,7 +145,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = get_profile(args.chapter, args.profile, **parse_assignments(args.param))
     run = setup_run(cfg, args.out, verbose=int(os.environ.get("RANK", 0)) == 0)
-    _, result = pretrain(args.chapter, cfg, run.folder.path)
+    _, result = pretrain(args.chapter, cfg, args.out)  # every rank resumes from the same checkpoints
     if run.dist.is_main:
         final = result.history[-1] if result.history else {}
         print(json.dumps({"steps": result.steps, "final": final, "samples_per_s": result.samples_per_second}))

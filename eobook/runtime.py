@@ -351,7 +351,8 @@ def setup_run(config: Any, out_dir: str | os.PathLike | None = None, *, verbose:
     set_deterministic(config.deterministic)
     device = choose_device(config.device)
     dtype = amp_dtype(device, config.amp)
-    folder = RunFolder(out_dir)
+    dist = dist_info()
+    folder = RunFolder(out_dir if dist.is_main else None)  # under torchrun only rank 0 writes
     params = dataclasses.asdict(config)
     params["profile"] = getattr(config, "profile_name", None)
     record = provenance(params, device)
@@ -359,7 +360,7 @@ def setup_run(config: Any, out_dir: str | os.PathLike | None = None, *, verbose:
         atomic_write_json(folder.path / "provenance.json", record)
     if verbose:
         print_provenance(record, dtype)
-    return Run(config, device, dtype, folder, record, dist_info())
+    return Run(config, device, dtype, folder, record, dist)
 
 
 def print_provenance(record: dict[str, Any], dtype: torch.dtype | None = None) -> None:
