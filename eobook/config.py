@@ -341,6 +341,8 @@ class DinoMMConfig(ChapterConfig):
                 raise ConfigError(f"{name}: expected a multiple of patch_size={self.patch_size}, got {getattr(self, name)}")
         if self.eval_crop_size > self.img_size:
             raise ConfigError(f"eval_crop_size: expected at most img_size={self.img_size}, got {self.eval_crop_size}")
+        if self.probe_blocks > self.depth:
+            raise ConfigError(f"probe_blocks: expected at most depth={self.depth}, got {self.probe_blocks}")
 
 
 register_chapter(
@@ -352,7 +354,8 @@ register_chapter(
         local_crop_size=16, n_local_crops=2, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=32,
         warmup_teacher_temp_epochs=1, epochs=2, batch_size=16, max_steps_per_epoch=8, lr=5e-4 * 16 / 256,
         min_lr=1e-6, warmup_epochs=1, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=4,
-        probe_epochs=30, probe_batch_size=64, probe_standardize=True, min_label_samples=16, eval_crop_size=32,
+        probe_blocks=2, probe_epochs=30, probe_batch_size=64, probe_standardize=True, min_label_samples=16,
+        eval_crop_size=32,
         supervised_epochs=3, supervised_batch_size=32, figure_samples=3),
     # CPU demo on the small sample world (<= 15 minutes): the teacher's probe beats a random ViT.
     small=DinoMMConfig(
@@ -423,6 +426,8 @@ class FusMAEConfig(ChapterConfig):
     label_smoothing: float = 0.1
     #: Number of test images shown in the reconstruction and attention figures.
     figure_samples: int = 4
+    #: Keep decoded, resized samples in memory (the sample world; too large for the real datasets).
+    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -450,13 +455,14 @@ register_chapter(
         img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_dim=32, decoder_depth=1,
         decoder_heads=4, epochs=3, batch_size=16, lr=1e-3, warmup_epochs=1, weight_decay=0.05,
         betas=(0.9, 0.95), log_every=5, finetune_epochs=1, finetune_batch_size=16, probe_min_samples=16,
-        probe_epochs=20, probe_batch_size=16, transfer_epochs=10, transfer_batch_size=32, figure_samples=3),
+        probe_epochs=20, probe_batch_size=16, transfer_epochs=10, transfer_batch_size=32, figure_samples=3, cache_data=True),
     # CPU demo on the small sample world (<= 15 minutes): pretrained beats random init in the probe.
     small=FusMAEConfig(
         world_size="small", img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4, decoder_dim=64,
         decoder_depth=2, decoder_heads=4, epochs=20, batch_size=32, lr=1e-3, warmup_epochs=2, weight_decay=0.05,
         betas=(0.9, 0.95), log_every=20, finetune_epochs=3, finetune_batch_size=32, finetune_lr=3e-4,
-        probe_min_samples=64, probe_epochs=50, probe_batch_size=32, transfer_epochs=30, transfer_batch_size=64),
+        probe_min_samples=64, probe_epochs=50, probe_batch_size=32, transfer_epochs=30, transfer_batch_size=64,
+        cache_data=True),
     # The paper (Sec. 4): 100 epochs on BigEarthNet-MM's 354,196 training images, AdamW, batch 200,
     # lr warmed up to 1.5625e-4 over 10 epochs then cosine, 75% masking. Encoder ViT-S/16 at 128 px
     # (not stated in the paper); weight decay 0.05 and betas (0.9, 0.95) as in MAE (not stated).
@@ -630,6 +636,8 @@ class SoftConConfig(ChapterConfig):
     ablation_lambdas: tuple[float, ...] = ()
     #: Scenes in the similarity-matrix figure.
     figure_batch: int = 24
+    #: Read each dataset once and keep it in memory (sample worlds; the full datasets do not fit).
+    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -666,14 +674,14 @@ register_chapter(
         proj_hidden=128, proj_dim=32, pred_hidden=128, epochs=4, batch_size=16, lr=1e-3, warmup_epochs=1,
         weight_decay=0.05, betas=(0.9, 0.95), log_every=4, probe_fraction=1.0, probe_epochs=30,
         probe_batch_size=32, finetune_epochs=1, finetune_lr=1e-3, finetune_batch_size=16,
-        ablation_lambdas=(1.0,), figure_batch=16),
+        ablation_lambdas=(1.0,), figure_batch=16, cache_data=True),
     # CPU demo on the small sample world (<= 15 minutes): SoftCon vs plain InfoNCE vs random init.
     small=SoftConConfig(
         world_size="small", arch="vit", img_size=48, patch_size=8, vit_dim=96, vit_depth=4, vit_heads=4,
         weights="", proj_hidden=256, proj_dim=64, pred_hidden=256, epochs=15, batch_size=64, lr=1e-3,
         warmup_epochs=2, weight_decay=0.05, betas=(0.9, 0.95), log_every=20, probe_fraction=0.25,
         probe_epochs=50, probe_batch_size=64, finetune_epochs=3, finetune_lr=3e-4, finetune_batch_size=32,
-        ablation_lambdas=(1.0, 0.0), checkpoint_every=50),
+        ablation_lambdas=(1.0, 0.0), checkpoint_every=50, cache_data=True),
     # The paper's setting for ViT-S/14 on 13-band MS (other rows: arch=resnet50 mask_ratio=0 |
     # arch=vit_base_patch14_dinov2 probe_blocks=4 | modality=s1). Unpublished values are the book's choices:
     # 100 epochs, global batch 1024, AdamW (MoCo v3: lr 1.5e-4 x batch/256, wd 0.1, betas 0.9/0.95).

@@ -25,6 +25,8 @@ The paper's text beyond its abstract and Fig. 4 is not part of this book; the pu
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -120,6 +122,13 @@ def label_similarity(y1: torch.Tensor, y2: torch.Tensor, allow_empty: bool = Fal
         raise ValueError(f"y1 has {y1.shape[1]} classes but y2 has {y2.shape[1]}")
     y1, y2 = F.normalize(y1.float(), dim=1), F.normalize(y2.float(), dim=1)  # zero rows stay zero
     return (y1 @ y2.T).clamp(0.0, 1.0)
+
+
+def label_order(y: torch.Tensor) -> torch.Tensor:
+    """Indices that sort scenes [N, C] by their label set (lexicographically, class 0 first), so that
+    scenes with equal labels sit together in the similarity-matrix figures."""
+    weights = 2 ** torch.arange(y.shape[1] - 1, -1, -1, device=y.device)
+    return torch.argsort(-((y > 0).long() @ weights), stable=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,12 +505,29 @@ def sample_world_root(cfg: Any) -> Path:
     return Path(ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed))
 
 
+@functools.lru_cache(maxsize=8)
+def _read_all(reader: str, root: str, **kwargs: Any) -> tuple[dict[str, Any], ...]:
+    from .. import data
+
+    dataset = getattr(data, reader)(root, **kwargs)
+    return tuple(dataset[i] for i in range(len(dataset)))
+
+
+def load_dataset(cfg: Any, reader: str, folder: str, **kwargs: Any):
+    """A reader of ``eobook.data`` on ``<root>/<folder>``; with ``cfg.cache_data`` read once per process and
+    kept in memory (the sample world is small; the lambda ablation re-uses the same samples)."""
+    from .. import data
+
+    root = str(sample_world_root(cfg) / folder)
+    if cfg.cache_data:
+        return list(_read_all(reader, root, **kwargs))
+    return getattr(data, reader)(root, **kwargs)
+
+
 def build_pretraining(cfg: Any) -> tuple[SoftCon, Any, None, dict[str, Any]]:
     """SoftCon on SSL4EO-S12-ML: one random season per location, its S2 L1C (or S1) image and multi-label."""
-    from ..data import SSL4EOS12
-
-    dataset = SSL4EOS12(sample_world_root(cfg) / "SSL4EO-S12", modalities=(cfg.modality,), seasons="random",
-                        multilabels=True, seed=cfg.seed)
+    dataset = load_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=(cfg.modality,), seasons="random",
+                           multilabels=True, seed=cfg.seed)
     backbone = create_backbone(cfg)
     module = SoftCon(backbone, input_key="s1" if cfg.modality == "s1" else "s2", proj_hidden=cfg.proj_hidden,
                      proj_dim=cfg.proj_dim, pred_hidden=cfg.pred_hidden, temperature=cfg.temperature, lam=cfg.lam,
@@ -534,25 +560,70 @@ def feature_fn(backbone: Backbone, modality: str, last_blocks: int = 1):
     return encode
 
 
-def linear_probe_benchmarks(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
-    """The paper's linear probing: BigEarthNet (``cfg.probe_fraction`` of train, mAP) and, for MS, EuroSAT
-    (accuracy). Keys: ``ben_mAP``, ``eurosat_OA`` (percent)."""
-    from ..data import BigEarthNetMM, EuroSATMS
-    from ..evaluate import ProbeConfig, extract_features, label_fraction_subset, linear_probe, subset
+def bigearthnet_splits(cfg: Any) -> tuple[Any, Any]:
+    """BigEarthNet-MM train (``cfg.probe_fraction`` of it, drawn without replacement) and test."""
+    from ..evaluate import label_fraction_subset, subset
 
-    root = sample_world_root(cfg)
+    train = load_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="train")
+    test = load_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="test")
+    return subset(train, label_fraction_subset(len(train), cfg.probe_fraction, cfg.seed)), test
+
+
+def linear_probe_benchmarks(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
+    """The paper's linear probing: BigEarthNet (``cfg.probe_fraction`` of train, macro mAP) and, for MS,
+    EuroSAT (overall accuracy). Keys ``ben_mAP``, ``eurosat_OA`` (percent)."""
+    from ..data import EUROSAT_CLASSES
+    from ..evaluate import ProbeConfig, extract_features, linear_probe
+
     encode = feature_fn(backbone, cfg.modality, cfg.probe_blocks)
     probe = ProbeConfig(task="multilabel", epochs=cfg.probe_epochs, lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
                         seed=cfg.seed)
-    ben_train = BigEarthNetMM(root / "BigEarthNet-MM", split="train")
-    ben_train = subset(ben_train, label_fraction_subset(len(ben_train), cfg.probe_fraction, cfg.seed))
-    ben_test = BigEarthNetMM(root / "BigEarthNet-MM", split="test")
-    results = {"ben_mAP": linear_probe(*extract_features(encode, ben_train, device=device),
-                                       *extract_features(encode, ben_test, device=device), probe)["mAP_macro"]}
+    (train_x, train_y), (test_x, test_y) = (extract_features(encode, d, device=device) for d in bigearthnet_splits(cfg))
+    results = {"ben_mAP": linear_probe(train_x, train_y, test_x, test_y, probe)["mAP_macro"]}
     if cfg.modality == "s2c":
-        euro_train, euro_test = (EuroSATMS(root / "EuroSAT-MS", split=s) for s in ("train", "test"))
-        probe = ProbeConfig(task="multiclass", epochs=cfg.probe_epochs, lr=cfg.probe_lr,
-                            batch_size=cfg.probe_batch_size, seed=cfg.seed)
-        results["eurosat_OA"] = linear_probe(*extract_features(encode, euro_train, device=device),
-                                             *extract_features(encode, euro_test, device=device), probe)["OA"]
+        splits = (load_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in ("train", "test"))
+        (train_x, train_y), (test_x, test_y) = (extract_features(encode, d, device=device) for d in splits)
+        probe = dataclasses.replace(probe, task="multiclass")
+        results["eurosat_OA"] = linear_probe(train_x, train_y.reshape(-1), test_x, test_y.reshape(-1), probe,
+                                             num_classes=len(EUROSAT_CLASSES))["OA"]
+    return results
+
+
+def fine_tune_bigearthnet(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
+    """End-to-end fine-tuning of a copy of ``backbone`` + a linear head on the BigEarthNet label fraction;
+    key ``ben_ft_mAP`` (percent)."""
+    from ..evaluate import FineTuneConfig, fine_tune
+
+    model = nn.ModuleDict({"backbone": copy.deepcopy(backbone), "head": nn.Linear(backbone.embed_dim, 19)})
+
+    def forward(model: nn.ModuleDict, batch: dict[str, Any]) -> torch.Tensor:
+        return model["head"](model["backbone"].features(model_input(batch, cfg.modality)))
+
+    train, test = bigearthnet_splits(cfg)
+    ft = FineTuneConfig(task="multilabel", epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
+                        lr=cfg.finetune_lr, seed=cfg.seed)
+    metrics, _ = fine_tune(model, train, test, forward, ft, num_classes=19, device=device)
+    return {"ben_ft_mAP": metrics["mAP_macro"]}
+
+
+def evaluate_backbone(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Linear probing (BigEarthNet, EuroSAT) and, when ``cfg.finetune_epochs`` > 0, fine-tuning."""
+    results = linear_probe_benchmarks(backbone, cfg, device)
+    if cfg.finetune_epochs:
+        results.update(fine_tune_bigearthnet(backbone, cfg, device))
+    return results
+
+
+def lambda_ablation(cfg: Any, out_dir: str | os.PathLike | None, device: str | torch.device = "cpu"
+                    ) -> dict[float, dict[str, float]]:
+    """Pretrain once per lambda in ``cfg.ablation_lambdas`` (everything else equal) and evaluate each;
+    runs go to ``<out_dir>/ablation-lam<lambda>`` (resumable like the main run)."""
+    from ..train import pretrain
+
+    results = {}
+    for lam in cfg.ablation_lambdas:
+        run_cfg = dataclasses.replace(cfg, lam=lam)
+        folder = Path(out_dir) / f"ablation-lam{lam:g}" if out_dir is not None else None
+        module, _ = pretrain("softcon", run_cfg, folder, log=lambda _: None)
+        results[lam] = evaluate_backbone(module.encoder, run_cfg, device)
     return results
