@@ -1,0 +1,489 @@
+"""CromSS: cross-modal sample selection for pretraining segmentation encoders with noisy labels.
+
+Liu, C., Albrecht, C. M., Wang, Y., Zhu, X. X. (2025). CromSS: Cross-modal pretraining with noisy labels
+for remote sensing image segmentation. IEEE TGRS 63, doi:10.1109/TGRS.2025.3552642.
+
+Two U-Nets (Sentinel-1: 2 channels, Sentinel-2: 13 or 9) are trained on Dynamic World's noisy land-cover
+masks (about 70% correct). Each branch gets a weighted segmentation loss (eq. 6: cross-entropy + Dice
+against spatial-temporally smoothed labels, eq. 13-15) and a weighted KL consistency loss towards the other
+branch's detached prediction (eq. 7); the total is eq. 1. The weights are the sample selection masks
+(Sec. III-B): per-pixel confidences (eq. 8, 9), enhanced across modalities (eq. 10) and thresholded
+(eq. 11 per class, eq. 12). ``fusion="middle"`` shares one decoder and head between the two encoders,
+``"late"`` keeps two U-Nets, ``"single"`` is the single-modal baseline (segmentation loss only).
+The pretrained ResNet encoders are then transferred to segmentation networks (PSPNet, DeepLabV3+, FPN).
+
+Shapes: probabilities ``[B, C, H, W]`` (softmax over C classes), labels ``int [B, H, W]`` with negative
+values marking unlabelled pixels (Dynamic World no-data, ``IGNORE_INDEX``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.bands import CROMSS_S2_BANDS, DW_CLASSES, IGNORE_INDEX, S2_L1C_BANDS
+from ..evaluate import FineTuneConfig, fine_tune
+from ..runtime import choose_device
+from ..train import StepContext, rampup
+
+__all__ = ["CromSS", "build_pretraining", "create_unet", "cross_modal_enhance", "entity_confidence",
+           "entity_selection_mask", "label_confidence", "label_selection_mask", "rampup", "selection_schedule",
+           "spatial_temporal_smoothing", "weighted_consistency_loss", "weighted_segmentation_loss",
+           "random_crop_flip_rotate", "build_segmentation_model", "transfer_to_segmentation"]
+
+NUM_CLASSES = len(DW_CLASSES)
+FUSIONS = ("middle", "late", "single")
+#: Channel positions of the 9-band S2 set (B2-B8, B11, B12) within the 13 L1C bands.
+S2_9BAND_INDEX = tuple(S2_L1C_BANDS.index(b) for b in CROMSS_S2_BANDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sample selection (Sec. III-B)
+# --------------------------------------------------------------------------------------------------
+def selection_schedule(epoch: float, n_s: float, alpha_0: float) -> tuple[float, float]:
+    """(alpha, gamma) at ``epoch``: alpha ramps 1 -> alpha_0 and gamma 0 -> 1 over the first n_s epochs,
+    both with ``rampup(e, n_s) = exp(-5 (1 - e/n_s)^2)`` (Sec. IV-A)."""
+    r = rampup(epoch, n_s)
+    return 1.0 - r * (1.0 - alpha_0), r
+
+
+def entity_confidence(probs: torch.Tensor) -> torch.Tensor:
+    """Entity-based confidence f_e = 1 - H(p) / log C = 1 + sum_c p log p / log C (eq. 9), in [0, 1].
+
+    Args:
+        probs: softmax outputs [B, C, H, W]. Returns [B, H, W].
+    """
+    _check_probs(probs)
+    entropy_term = torch.special.xlogy(probs, probs).sum(1)  # sum_c p log p (0 log 0 = 0), [B, H, W]
+    return (1.0 + entropy_term / math.log(probs.shape[1])).clamp(0.0, 1.0)
+
+
+def label_confidence(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Label-based confidence f_l = p at the noisy label's class (eq. 8); 0 where the label is missing.
+
+    Args:
+        probs: softmax outputs [B, C, H, W]; labels: int [B, H, W]. Returns [B, H, W].
+    """
+    _check_probs(probs)
+    valid = _valid_labels(labels, probs.shape[1], probs.shape[:1] + probs.shape[2:])
+    picked = probs.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return picked * valid
+
+
+def cross_modal_enhance(f_self: torch.Tensor, f_other: torch.Tensor) -> torch.Tensor:
+    """F' = (F_d + F_1 F_2) / 2 = F_d (1 + F_d') / 2 (eq. 10): agreement raises, disagreement lowers."""
+    if f_self.shape != f_other.shape:
+        raise ValueError(f"f_self {tuple(f_self.shape)} and f_other {tuple(f_other.shape)} differ in shape")
+    return f_self * (1.0 + f_other) / 2.0
+
+
+def label_selection_mask(conf: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int) -> torch.Tensor:
+    """W_l: w_i = min(1, f_i / f_c(alpha)) with a per-class threshold (eq. 11 with footnote 5).
+
+    f_c(alpha) is the floor(alpha N_c)-th largest confidence among the N_c pixels of class c in the batch
+    (at least the largest): the top alpha fraction of each class keeps weight 1, the rest is down-weighted
+    in proportion to its confidence. Classes without pixels are skipped; alpha = 1 makes the threshold
+    the class minimum (all weights 1). Unlabelled pixels (negative labels) get weight 0.
+
+    Args:
+        conf: label-based confidences [B, H, W] (eq. 8, optionally enhanced by eq. 10).
+        labels: int [B, H, W]. alpha: selection ratio in [0, 1]. Returns weights [B, H, W] in [0, 1].
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
+    valid = _valid_labels(labels, num_classes, conf.shape)
+    c, y = conf[valid].double(), labels[valid]
+    weights = torch.zeros_like(conf)
+    if c.numel() == 0:
+        return weights
+    # Sort by class, confidence descending within each class (two stable sorts), so class c occupies
+    # positions starts[c] .. starts[c] + N_c - 1 in descending order.
+    order = torch.argsort(c, descending=True, stable=True)
+    order = order[torch.argsort(y[order], stable=True)]
+    counts = torch.bincount(y, minlength=num_classes)
+    starts = counts.cumsum(0) - counts
+    k = (alpha * counts.double()).floor().long().clamp(min=1)  # floor(alpha N_c), at least 1
+    position = (starts + k - 1).clamp(max=c.numel() - 1)  # empty classes: any valid index, never used
+    threshold = c[order][position][y]  # f_c(alpha) of each pixel's class
+    w = torch.where(c >= threshold, torch.ones_like(c), c / threshold.clamp_min(1e-12))
+    weights[valid] = w.to(weights.dtype)
+    return weights
+
+
+def entity_selection_mask(conf: torch.Tensor, gamma: float) -> torch.Tensor:
+    """W_e: w = (1 - gamma) + gamma f_e (eq. 12); gamma ramps 0 -> 1."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma: expected a value in [0, 1], got {gamma}")
+    return (1.0 - gamma) + gamma * conf
+
+
+# --------------------------------------------------------------------------------------------------
+# Spatial-temporal label smoothing (Sec. III-C)
+# --------------------------------------------------------------------------------------------------
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps, radius round(truncate * sigma) (sigma = 3 -> 25 taps)."""
+    if sigma < 0:
+        raise ValueError(f"sigma: expected a value >= 0, got {sigma}")
+    radius = int(truncate * sigma + 0.5)
+    if radius == 0:
+        return torch.ones(1)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (g / g.sum()).float()
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian filter of every channel of [B, C, H, W] (zero padding, truncated at 4 sigma)."""
+    k = gaussian_kernel1d(sigma).to(maps)
+    b, c, h, w = maps.shape
+    x = maps.reshape(b * c, 1, h, w)
+    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, len(k) // 2))
+    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(len(k) // 2, 0))
+    return x.reshape(b, c, h, w)
+
+
+def spatial_temporal_smoothing(season_labels: torch.Tensor, season: int | torch.Tensor, num_classes: int,
+                               beta: float = 0.05, mu: float = 0.15, sigma: float = 3.0) -> torch.Tensor:
+    """Z' = (1 - beta - mu) Z + beta U + mu (M_s + M_t) / 2 (eq. 13-15).
+
+    Z is the one-hot mask of the chosen season, U = 1/C, M_s = Z * G (eq. 14) and M_t = <Z>_t * G
+    (eq. 15) with <Z>_t the mean one-hot over the seasons and G a Gaussian (sigma px, truncated at
+    4 sigma); M_s and M_t are renormalised over classes (zero padding and unlabelled neighbours would
+    otherwise make them sum to less than 1), so every labelled pixel of Z' sums to 1.
+
+    Args:
+        season_labels: int [T, H, W] (or batched [B, T, H, W]); negative values are unlabelled.
+        season: index of the chosen season (int, or [B] for a batch).
+    Returns:
+        soft labels [C, H, W] (or [B, C, H, W]); all-zero at pixels unlabelled in the chosen season.
+    """
+    if not (0 <= beta and 0 <= mu and beta + mu <= 1):
+        raise ValueError(f"beta, mu: expected beta, mu >= 0 and beta + mu <= 1, got beta={beta}, mu={mu}")
+    batched = season_labels.ndim == 4
+    if season_labels.ndim not in (3, 4):
+        raise ValueError(f"season_labels: expected int [T, H, W] or [B, T, H, W], got shape {tuple(season_labels.shape)}")
+    y = season_labels if batched else season_labels.unsqueeze(0)
+    b, t = y.shape[:2]
+    season = torch.as_tensor(season, device=y.device).reshape(-1).expand(b)
+    if int(season.min()) < 0 or int(season.max()) >= t:
+        raise ValueError(f"season: expected indices in [0, {t}), got {season.tolist()}")
+    onehot = _one_hot(y, num_classes)  # [B, T, C, H, W], zeros where unlabelled
+    z = onehot[torch.arange(b, device=y.device), season]  # Z(tau), [B, C, H, W]
+    m_s = _renormalise(gaussian_smooth(z, sigma))  # eq. 14
+    m_t = _renormalise(gaussian_smooth(onehot.mean(1), sigma))  # eq. 15
+    soft = (1 - beta - mu) * z + beta / num_classes + mu * (m_s + m_t) / 2  # eq. 13
+    soft = soft * z.sum(1, keepdim=True)  # unlabelled pixels carry no target
+    return soft if batched else soft[0]
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int [..., H, W] -> float [..., C, H, W], all-zero where the label is negative."""
+    _valid_labels(labels, num_classes, labels.shape)
+    onehot = F.one_hot(labels.clamp(min=0), num_classes).float() * (labels >= 0).unsqueeze(-1)
+    return onehot.movedim(-1, -3)
+
+
+def _renormalise(maps: torch.Tensor) -> torch.Tensor:
+    return maps / maps.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Weighted losses (eq. 6, 7)
+# --------------------------------------------------------------------------------------------------
+def weighted_segmentation_loss(log_q: torch.Tensor, soft_labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """L_s(Q | Z', W_l) = weighted CE + weighted Dice (eq. 6).
+
+    CE: sum_i w_i (-sum_c z'_ic log q_ic) / sum_i w_i (weighted average over pixels, as the authors
+    aggregate). Dice: 1 - 2 sum_ic w_i z'_ic q_ic / sum_ic w_i (z'_ic + q_ic), over the whole batch.
+
+    Args:
+        log_q: log-softmax [B, C, H, W]; soft_labels Z' [B, C, H, W]; weights W_l [B, H, W] (0 = unused).
+    """
+    if log_q.shape != soft_labels.shape or weights.shape != log_q.shape[:1] + log_q.shape[2:]:
+        raise ValueError(f"log_q {tuple(log_q.shape)}, soft_labels {tuple(soft_labels.shape)} and weights "
+                         f"{tuple(weights.shape)}: expected [B, C, H, W], [B, C, H, W] and [B, H, W]")
+    w = weights.unsqueeze(1)
+    total = weights.sum().clamp_min(1e-12)
+    ce = -(w * soft_labels * log_q).sum() / total
+    q = log_q.exp()
+    dice = 1 - 2 * (w * soft_labels * q).sum() / (w * (soft_labels + q)).sum().clamp_min(1e-12)
+    return ce + dice
+
+
+def weighted_consistency_loss(log_p: torch.Tensor, log_q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """L_c(P || Q | W_e) = sum_i w_i sum_c p_ic log(p_ic / q_ic) / sum_i w_i (eq. 7, weighted average).
+
+    Args:
+        log_p: log-probabilities of the partner (the target; detached here), [B, C, H, W].
+        log_q: log-probabilities being trained, [B, C, H, W]; weights W_e of the target, [B, H, W].
+    """
+    log_p = log_p.detach()
+    kl = (log_p.exp() * (log_p - log_q)).sum(1)  # [B, H, W]
+    return (weights * kl).sum() / weights.sum().clamp_min(1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Augmentation (Sec. IV-A): random crop, flip p = 0.5, rotation by 90/180/270 degrees p = 0.2
+# --------------------------------------------------------------------------------------------------
+def random_crop_flip_rotate(x: torch.Tensor, size: int, flip_prob: float, rotate_prob: float,
+                            generator: torch.Generator) -> torch.Tensor:
+    """The same random geometry for all channels of each sample of [B, C, H, W], drawn per sample."""
+    b, _, h, w = x.shape
+    if size > min(h, w):
+        raise ValueError(f"crop size {size} is larger than the images ({h}x{w})")
+    top = torch.randint(0, h - size + 1, (b,), generator=generator).to(x.device)
+    left = torch.randint(0, w - size + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < flip_prob).to(x.device).view(b, 1, 1, 1)
+    quarter_turns = torch.randint(1, 4, (b,), generator=generator)
+    quarter_turns = torch.where(torch.rand(b, generator=generator) < rotate_prob, quarter_turns, 0).to(x.device)
+    offsets = torch.arange(size, device=x.device)
+    rows, cols = (top[:, None] + offsets)[:, :, None], (left[:, None] + offsets)[:, None, :]
+    x = x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [B, C, s, s]
+    x = torch.where(flip, x.flip(-1), x)
+    for k in (1, 2, 3):  # over the three angles, not over samples
+        x = torch.where((quarter_turns == k).view(b, 1, 1, 1), torch.rot90(x, k, (-2, -1)), x)
+    return x.contiguous()
+
+
+# --------------------------------------------------------------------------------------------------
+# Model (Sec. III-A, Fig. 4)
+# --------------------------------------------------------------------------------------------------
+def create_unet(in_channels: int, num_classes: int = NUM_CLASSES, encoder: str = "resnet50", encoder_depth: int = 5,
+                decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)) -> nn.Module:
+    """A segmentation-models-pytorch U-Net, randomly initialised (``encoder_weights=None``)."""
+    import segmentation_models_pytorch as smp
+
+    if len(decoder_channels) != encoder_depth:
+        raise ValueError(f"decoder_channels: expected {encoder_depth} values (one per encoder stage), "
+                         f"got {decoder_channels}")
+    unet = smp.Unet(encoder_name=encoder, encoder_weights=None, encoder_depth=encoder_depth, in_channels=in_channels,
+                    classes=num_classes, decoder_channels=decoder_channels)
+    drop_unused_stages(unet.encoder, encoder_depth)
+    return unet
+
+
+def drop_unused_stages(encoder: nn.Module, depth: int) -> None:
+    """Delete the ResNet stages a shallow smp encoder never runs (smp keeps them): ``layer_k`` runs only
+    when depth >= k + 1. Saves memory and start-up time in the tiny profiles; no effect at depth 5."""
+    for k in range(max(depth, 1), 5):
+        if hasattr(encoder, f"layer{k}"):
+            delattr(encoder, f"layer{k}")
+
+
+class CromSS(nn.Module):
+    """CromSS pretraining module: U-Nets for S1 and S2, the losses of eq. 1 and the selection masks.
+
+    Args:
+        fusion: "middle" (two encoders, one shared decoder + head), "late" (two U-Nets) or "single".
+        sample_selection: weight the losses with W_l / W_e (CromSS); False gives the midF / lateF ablation.
+        single_modality: the modality of ``fusion="single"`` ("s2" or "s1").
+        s2_band_index: positions of the S2 input bands within the 13 L1C bands (None = all 13).
+        alpha_0, rampup_epochs: final selection ratio alpha_0 and ramp length n_s (eq. 11, 12).
+        beta, mu, sigma: label smoothing weights and Gaussian width in px (eq. 13-15).
+        crop_size, flip_prob, rotate_prob: the random geometry applied in each step.
+    """
+
+    def __init__(self, fusion: str = "middle", sample_selection: bool = True, single_modality: str = "s2",
+                 s2_band_index: tuple[int, ...] | None = None, num_classes: int = NUM_CLASSES,
+                 encoder: str = "resnet50", encoder_depth: int = 5,
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), alpha_0: float = 0.5,
+                 rampup_epochs: float = 80, beta: float = 0.05, mu: float = 0.15, sigma: float = 3.0,
+                 crop_size: int = 256, flip_prob: float = 0.5, rotate_prob: float = 0.2):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion: expected one of {FUSIONS}, got {fusion!r}")
+        if single_modality not in ("s1", "s2"):
+            raise ValueError(f"single_modality: expected 's1' or 's2', got {single_modality!r}")
+        self.fusion, self.sample_selection, self.num_classes = fusion, sample_selection, num_classes
+        self.modalities = (single_modality,) if fusion == "single" else ("s1", "s2")
+        self.s2_band_index = tuple(s2_band_index) if s2_band_index is not None else tuple(range(len(S2_L1C_BANDS)))
+        self.alpha_0, self.rampup_epochs = alpha_0, rampup_epochs
+        self.beta, self.mu, self.sigma = beta, mu, sigma
+        self.crop_size, self.flip_prob, self.rotate_prob = crop_size, flip_prob, rotate_prob
+        channels = {"s1": 2, "s2": len(self.s2_band_index)}
+        self.unets = nn.ModuleDict({m: create_unet(channels[m], num_classes, encoder, encoder_depth, decoder_channels)
+                                    for m in self.modalities})
+        if fusion == "middle":  # Fig. 4(c): the S1 encoder feeds the S2 branch's decoder and head
+            self.unets["s1"].decoder = self.unets["s2"].decoder
+            self.unets["s1"].segmentation_head = self.unets["s2"].segmentation_head
+
+    def encoder(self, modality: str) -> nn.Module:
+        """The ResNet encoder of one modality (what is transferred downstream)."""
+        return self.unets[modality].encoder
+
+    def inputs(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+        """The network input of ``modality`` from a batch holding ``s1`` [B,2,H,W] / ``s2`` [B,13,H,W]."""
+        x = batch[modality]
+        return x[:, list(self.s2_band_index)] if modality == "s2" else x
+
+    def predict(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Logits [B, C, H, W] of one modality's U-Net."""
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.unets[modality](x)
+
+    def pick_season_and_augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        """One random season per sample (Sec. IV-A, 4), soft labels (eq. 13) and the random geometry.
+
+        Args:
+            batch: ``s1`` [B,T,2,H,W], ``s2`` [B,T,13,H,W], ``dw`` int [B,T,H,W] (all four seasons).
+        Returns:
+            (images {modality: [B,C_m,s,s]}, labels int [B,s,s], soft labels [B,C,s,s]).
+        """
+        dw = batch["dw"]
+        b, t = dw.shape[:2]
+        season = torch.randint(0, t, (b,), generator=generator).to(dw.device)
+        rows = torch.arange(b, device=dw.device)
+        images = {m: self.inputs({m: batch[m][rows, season]}, m) for m in self.modalities}
+        soft = spatial_temporal_smoothing(dw, season, self.num_classes, self.beta, self.mu, self.sigma)
+        labels = dw[rows, season].unsqueeze(1).to(soft.dtype)
+        stacked = torch.cat([*images.values(), soft, labels], 1)
+        stacked = random_crop_flip_rotate(stacked, self.crop_size, self.flip_prob, self.rotate_prob, generator)
+        parts = stacked.split([*(v.shape[1] for v in images.values()), self.num_classes, 1], 1)
+        return dict(zip(images, parts)), parts[-1].squeeze(1).round().long(), parts[-2]
+
+    def forward(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        images, labels, soft = self.pick_season_and_augment(batch, ctx.generator)
+        log_q = {m: F.log_softmax(self.predict(images[m], m).float(), 1) for m in self.modalities}
+        valid = (labels >= 0).float()
+        if self.fusion == "single":
+            (m,) = self.modalities
+            loss = weighted_segmentation_loss(log_q[m], soft, valid)
+            return {"loss": loss, f"seg_{m}": loss.detach()}
+        alpha, gamma = selection_schedule(ctx.epoch, self.rampup_epochs, self.alpha_0)
+        w_l, w_e = self.selection_masks(log_q, labels, alpha, gamma)
+        seg = {m: weighted_segmentation_loss(log_q[m], soft, w_l[m]) for m in self.modalities}
+        # eq. 7 / Fig. 5: each branch follows the other's detached prediction, weighted by the target's W_e
+        con = (weighted_consistency_loss(log_q["s1"], log_q["s2"], w_e["s1"]) +
+               weighted_consistency_loss(log_q["s2"], log_q["s1"], w_e["s2"]))
+        loss = seg["s1"] + seg["s2"] + con  # eq. 1
+        return {"loss": loss, "seg_s1": seg["s1"].detach(), "seg_s2": seg["s2"].detach(), "consistency": con.detach(),
+                "alpha": alpha, "gamma": gamma, "mean_w_l": w_l["s2"].sum().detach() / valid.sum().clamp_min(1)}
+
+    @torch.no_grad()
+    def selection_masks(self, log_q: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float,
+                        gamma: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """W_l and W_e of both modalities (Fig. 5); all ones (W_l: on labelled pixels) without selection."""
+        valid = (labels >= 0).float()
+        if not self.sample_selection:
+            return {m: valid for m in log_q}, {m: torch.ones_like(valid) for m in log_q}
+        p = {m: v.exp() for m, v in log_q.items()}
+        f_l = {m: label_confidence(p[m], labels) for m in p}  # eq. 8
+        f_e = {m: entity_confidence(p[m]) for m in p}  # eq. 9
+        other = {"s1": "s2", "s2": "s1"}
+        w_l = {m: label_selection_mask(cross_modal_enhance(f_l[m], f_l[other[m]]), labels, alpha, self.num_classes)
+               for m in p}  # eq. 10, 11
+        w_e = {m: entity_selection_mask(cross_modal_enhance(f_e[m], f_e[other[m]]), gamma) for m in p}  # eq. 10, 12
+        return w_l, w_e
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretraining entry point (eobook.train.pretrain)
+# --------------------------------------------------------------------------------------------------
+def noisy_label_dataset(cfg: Any, split_root=None):
+    """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks."""
+    from ..data import SSL4EOS12
+
+    return SSL4EOS12(_ssl4eo_root(cfg) if split_root is None else split_root, modalities=("s1", "s2c"),
+                     seasons="all", dw_labels=True, seed=cfg.seed)
+
+
+def _ssl4eo_root(cfg: Any):
+    from pathlib import Path
+
+    if cfg.data_root:
+        return Path(cfg.data_root)
+    from ..data import ensure_sample_world
+
+    return ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed) / "SSL4EO-S12"
+
+
+def build_module(cfg: Any) -> CromSS:
+    """The :class:`CromSS` module a profile describes (channels_last on CUDA)."""
+    module = CromSS(fusion=cfg.fusion, sample_selection=cfg.sample_selection, single_modality=cfg.single_modality,
+                    s2_band_index=S2_9BAND_INDEX if cfg.s2_bands == 9 else None, num_classes=cfg.num_classes,
+                    encoder=cfg.encoder, encoder_depth=cfg.encoder_depth, decoder_channels=cfg.decoder_channels,
+                    alpha_0=cfg.alpha_0, rampup_epochs=cfg.rampup_epochs, beta=cfg.beta, mu=cfg.mu,
+                    sigma=cfg.smoothing_sigma, crop_size=cfg.crop_size, flip_prob=cfg.flip_prob,
+                    rotate_prob=cfg.rotate_prob)
+    if choose_device(cfg.device).type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def build_pretraining(cfg: Any):
+    """(module, dataset, collate_fn, meta) for :func:`eobook.train.pretrain`."""
+    module = build_module(cfg)
+    meta = {"fusion": cfg.fusion, "sample_selection": cfg.sample_selection, "encoder": cfg.encoder,
+            "encoder_depth": cfg.encoder_depth, "decoder_channels": list(cfg.decoder_channels),
+            "s2_bands": cfg.s2_bands, "single_modality": cfg.single_modality}
+    return module, noisy_label_dataset(cfg), None, meta
+
+
+# --------------------------------------------------------------------------------------------------
+# Transfer to segmentation (Sec. IV-A): PSPNet (DFC2020), DeepLabV3+ (SSL4EO-S12@DW), FPN (@OSM)
+# --------------------------------------------------------------------------------------------------
+def build_segmentation_model(arch: str, in_channels: int, num_classes: int, encoder: str = "resnet50",
+                             encoder_depth: int = 5, decoder_channels: int = 256,
+                             encoder_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """An smp segmentation network whose encoder starts from ``encoder_state`` (None = random init)."""
+    import segmentation_models_pytorch as smp
+
+    archs = {"pspnet": dict(psp_out_channels=decoder_channels), "deeplabv3plus": dict(decoder_channels=decoder_channels),
+             "fpn": dict(decoder_pyramid_channels=decoder_channels, decoder_segmentation_channels=max(32, decoder_channels // 2),
+                         upsampling=2 ** (encoder_depth - 3))}
+    if arch not in archs:
+        raise ValueError(f"arch: expected one of {sorted(archs)}, got {arch!r}")
+    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, encoder_depth=encoder_depth,
+                             in_channels=in_channels, classes=num_classes, **archs[arch])
+    drop_unused_stages(model.encoder, encoder_depth)
+    if encoder_state is not None:
+        model.encoder.load_state_dict(encoder_state)
+    return model
+
+
+def transfer_to_segmentation(encoder_state: dict[str, torch.Tensor] | None, train_set, test_set, *, modality: str,
+                             arch: str, num_classes: int, in_channels: int, encoder: str, encoder_depth: int,
+                             decoder_channels: int, frozen: bool, epochs: int, lr: float, batch_size: int, seed: int,
+                             band_index: tuple[int, ...] | None = None, device: torch.device | str = "cpu",
+                             label_key: str = "label") -> dict[str, float]:
+    """Fine-tune (or train only the decoder of) a segmentation network on clean labels; OA, AA, mIoU, mF1.
+
+    Adam, cosine schedule, unlabelled pixels (``IGNORE_INDEX``) left out of loss and metrics
+    (Sec. IV-A). With ``frozen`` the encoder's weights and its batch-norm statistics stay as pretrained.
+    """
+    torch.manual_seed(seed)
+    model = build_segmentation_model(arch, in_channels, num_classes, encoder, encoder_depth, decoder_channels,
+                                     encoder_state)
+
+    def forward(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if frozen:
+            net.encoder.eval()  # frozen encoders keep their batch-norm statistics too
+        x = batch[modality]
+        return net(x[:, list(band_index)] if band_index is not None else x)
+
+    cfg = FineTuneConfig(task="segmentation", epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr,
+                         weight_decay=0.0, ignore_index=IGNORE_INDEX, freeze_encoder=frozen, seed=seed)
+    metrics, _ = fine_tune(model, train_set, test_set, forward, cfg, num_classes, label_key=label_key, device=device,
+                           encoder_params=list(model.encoder.parameters()))
+    return metrics
+
+
+def _check_probs(probs: torch.Tensor) -> None:
+    if probs.ndim != 4 or probs.shape[1] < 2:
+        raise ValueError(f"probs: expected softmax outputs [B, C, H, W] with C >= 2, got shape {tuple(probs.shape)}")
+
+
+def _valid_labels(labels: torch.Tensor, num_classes: int, shape) -> torch.Tensor:
+    """Boolean mask of labelled pixels; refuses labels >= num_classes, float labels or a shape mismatch."""
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels: expected an integer tensor, got {labels.dtype}")
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(f"labels: expected shape {tuple(shape)}, got {tuple(labels.shape)}")
+    if labels.numel() and int(labels.max()) >= num_classes:
+        raise ValueError(f"labels: class ids must be < num_classes={num_classes} (negative = unlabelled), "
+                         f"got {int(labels.max())}")
+    return labels >= 0
