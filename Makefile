@@ -34,7 +34,7 @@ test: data
 book: data
 	$(PY) -m eobook run all --profile tiny --out $(RUNS)
 	$(PY) -m eobook collect --runs $(RUNS) --dest book/chapters
-	$(PY) -m jupyter_book build book --config _config.yml --toc book/_toc.yml -W -n --keep-going --path-output .
+	$(VENV)/bin/jupyter-book build book --config _config.yml -W -n --keep-going --path-output .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 # Open the chapters in JupyterLab.
