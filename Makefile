@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml requirements-lock.txt
 
 # The embedded synthetic sample world (seeded; written once, in seconds).
 data: setup
-	$(PY) -m eobook data world --size tiny --seed 0 --out $(EOBOOK_DATA_DIR)/world-tiny-seed0
+	$(PY) -m eobook data world --size tiny --seed 0
 
 test: data
 	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
