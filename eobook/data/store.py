@@ -19,6 +19,7 @@ import numpy as np
 from .base import DataError
 
 FORMAT = "eobook-packed-v1"
+ID_WIDTH = 160  # characters kept of string values (patch ids are < 100)
 BATCH = 128  # samples appended per xarray write: bounds memory for datasets of any size
 
 
@@ -82,10 +83,12 @@ def _to_dataset(samples: list[dict[str, Any]], split: str):
         if key in ("id", "seasons"):
             continue
         stacked = np.stack([np.asarray(s[key]) for s in samples])
+        if stacked.dtype.kind == "U":  # fixed width, so that appended batches share one dtype
+            stacked = stacked.astype(f"<U{ID_WIDTH}")
         dims = ("sample", *[f"{key}_{i}" for i in range(1, stacked.ndim)])
         variables[key] = (dims, stacked)
-    coords = {"id": ("sample", np.array([str(s["id"]) for s in samples])),
-              "split": ("sample", np.array([split or ""] * len(samples)))}
+    coords = {"id": ("sample", np.array([str(s["id"]) for s in samples], dtype=f"<U{ID_WIDTH}")),
+              "split": ("sample", np.array([split or ""] * len(samples), dtype=f"<U{ID_WIDTH}"))}
     return xr.Dataset(variables, coords=coords)
 
 
@@ -98,8 +101,6 @@ def pack(datasets: Iterable[tuple[str | None, Any]], out: Path, attrs: dict[str,
         out: the store folder (must not exist).
         attrs: stored as attributes; ``reader`` must name the reader class.
     """
-    import xarray as xr
-
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out}: already exists (remove it to re-pack)")
@@ -115,7 +116,6 @@ def pack(datasets: Iterable[tuple[str | None, Any]], out: Path, attrs: dict[str,
             ds = _to_dataset(batch, split)
             if first:
                 variables = list(ds.data_vars)
-                ds.attrs.update(format=FORMAT, variables=variables, **attrs)
                 encoding = {v: {"chunks": (1, *ds[v].shape[1:])} for v in ds.data_vars}
                 ds.to_zarr(tmp, mode="w", encoding=encoding, consolidated=False, zarr_format=2)
                 first = False
@@ -123,6 +123,10 @@ def pack(datasets: Iterable[tuple[str | None, Any]], out: Path, attrs: dict[str,
                 ds.to_zarr(tmp, append_dim="sample", consolidated=False, zarr_format=2)
     if first:
         raise DataError(out, "nothing to pack: the source has no samples")
+    import zarr
+
+    # attributes last: xarray's appends rewrite the group attributes
+    zarr.open_group(str(tmp), mode="a").attrs.update(format=FORMAT, variables=variables, **attrs)
     os.replace(tmp, out)  # a store that exists is complete
     return out
 
