@@ -312,6 +312,8 @@ class DinoMMConfig(ChapterConfig):
     supervised_weight_decay: float = 0.05
     #: Patches shown in the attention-map figure.
     figure_samples: int = 4
+    #: Read the dataset once and keep it in memory (the sample world is small; BigEarthNet-MM is not).
+    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -356,7 +358,7 @@ register_chapter(
         min_lr=1e-6, warmup_epochs=1, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=4,
         probe_blocks=2, probe_epochs=30, probe_batch_size=64, probe_standardize=True, min_label_samples=16,
         eval_crop_size=32,
-        supervised_epochs=3, supervised_batch_size=32, figure_samples=3),
+        supervised_epochs=3, supervised_batch_size=32, figure_samples=3, cache_data=True),
     # CPU demo on the small sample world (<= 15 minutes): the teacher's probe beats a random ViT.
     small=DinoMMConfig(
         world_size="small", embed_dim=128, depth=4, num_heads=4, patch_size=8, drop_path_rate=0.0, img_size=64,
@@ -364,7 +366,7 @@ register_chapter(
         head_bottleneck_dim=64, warmup_teacher_temp_epochs=5, epochs=20, batch_size=64, lr=5e-4 * 64 / 256 * 4,
         min_lr=1e-6, warmup_epochs=2, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=20,
         probe_epochs=100, probe_batch_size=128, probe_standardize=True, min_label_samples=64, eval_crop_size=56,
-        supervised_epochs=10, supervised_batch_size=64),
+        supervised_epochs=10, supervised_batch_size=64, cache_data=True),
     # The paper (Sec. 3.1) and the authors' settings (NOTES.md): ViT-S/8 at 128 px, 2 x 112 px + 8 x 48 px
     # crops, K = 65,536, 100 epochs, batch 256, AdamW lr 5e-4 x 256/256 after 10 warm-up epochs then cosine
     # to 1e-6, weight decay 0.04 -> 0.4, grad clip 3, tau_s 0.1, tau_t 0.04 -> 0.07 over 30 epochs.
@@ -569,12 +571,11 @@ register_chapter(
                          seg_head_dim=32, checkpoint_every=200),
     # About a minute for the whole notebook on 2 CPU cores.
     tiny=MultiMAEConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_visible=8,
-                        decoder_dim=32, decoder_depth=1, decoder_heads=4, seg_class_dim=16, epochs=2,
-                        batch_size=16, max_steps_per_epoch=10, lr=1e-3, warmup_epochs=0.2, betas=(0.9, 0.95),
-                        weight_decay=0.05, classification_tasks=("m-eurosat",),
-                        segmentation_tasks=("m-landcover-seg",), eval_max_train=64, eval_max_test=64,
-                        probe_epochs=20, finetune_epochs=1, finetune_lr=3e-4, finetune_batch_size=16,
-                        seg_head_dim=16, log_every=5),
+                        decoder_dim=32, decoder_depth=1, decoder_heads=4, seg_class_dim=16, epochs=5,
+                        batch_size=16, lr=1e-3, warmup_epochs=0.5, betas=(0.9, 0.95), weight_decay=0.05,
+                        classification_tasks=("m-eurosat",), segmentation_tasks=("m-landcover-seg",),
+                        eval_max_train=32, eval_max_test=32, probe_epochs=10, finetune_epochs=1,
+                        finetune_lr=3e-4, finetune_batch_size=16, seg_head_dim=16, log_every=5),
 )
 
 
@@ -728,14 +729,18 @@ class CromSSConfig(ChapterConfig):
     plateau_factor: float = 0.5
     #: Also pretrain the single-modal S2 baseline (Table V, Fig. 8 c-d) beside the CromSS run.
     pretrain_baseline: bool = True
-    #: Downstream (clean labels): "deeplabv3plus" (SSL4EO-S12@DW), "pspnet" (DFC2020) or "fpn" (@OSM).
-    downstream_arch: str = "deeplabv3plus"
+    #: Downstream (clean labels): "pspnet" (DFC2020), "deeplabv3plus" (SSL4EO-S12@DW) or "fpn" (@OSM).
+    downstream_arch: str = "pspnet"
+    #: DFC2020 folder (SEN12MS reader); "" = the sample world's synthetic DFC2020.
+    downstream_root: str = ""
+    #: Classes of the downstream task (DFC2020: the 10 simplified-IGBP ids; 8 occur in the real data).
+    downstream_classes: int = 10
     #: Decoder width of the downstream network (smp default 256).
     downstream_decoder_channels: int = 256
-    #: Downstream epochs, Adam learning rate (cosine), batch size, number of seeds (mean +/- std).
+    #: Downstream epochs, Adam learning rate (cosine), batch size (DFC2020: 32), seeds (mean +/- std).
     downstream_epochs: int = 50
     downstream_lr: float = 5e-4
-    downstream_batch_size: int = 56
+    downstream_batch_size: int = 32
     downstream_seeds: int = 3
     #: Pixels per image for the pixel-level PCA curves (Fig. 13).
     pca_pixels_per_image: int = 64
@@ -754,7 +759,7 @@ class CromSSConfig(ChapterConfig):
         check_range(self, "rotate_prob", 0.0, 1.0)
         check_range(self, "plateau_factor", 0.0, 1.0, low_open=True, high_open=True)
         check_positive(self, "num_classes", "crop_size", "downstream_epochs", "downstream_lr",
-                       "downstream_batch_size", "downstream_seeds", "downstream_decoder_channels",
+                       "downstream_batch_size", "downstream_seeds", "downstream_decoder_channels", "downstream_classes",
                        "pca_pixels_per_image")
         check_non_negative(self, "rampup_epochs", "smoothing_sigma", "plateau_patience")
         if self.beta + self.mu > 1:
@@ -773,7 +778,7 @@ register_chapter(
     full=_CROMSS_FULL,
     small=dataclasses.replace(
         _CROMSS_FULL, world_size="small", encoder="resnet18", encoder_depth=4, decoder_channels=(64, 32, 16, 8),
-        crop_size=48, epochs=12, batch_size=16, lr=1e-3, rampup_epochs=5.0, plateau_patience=3, num_workers=0,
+        crop_size=64, epochs=12, batch_size=16, lr=1e-3, rampup_epochs=5.0, plateau_patience=3, num_workers=0,
         checkpoint_every=0, log_every=20, downstream_decoder_channels=64, downstream_epochs=8,
         downstream_batch_size=8, downstream_seeds=1),
     tiny=dataclasses.replace(

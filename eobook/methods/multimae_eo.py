@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -27,9 +28,12 @@ from timm.layers import Mlp
 from timm.models.convnext import ConvNeXtBlock
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from eobook.data.bands import (GEOBENCH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, WORLDCOVER_CLASSES)
-from eobook.evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, linear_probe)
+from eobook.data import IGNORE_INDEX, EuroSATMS, GeoBench, MMEarth, ensure_sample_world
+from eobook.data.bands import GEOBENCH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, WORLDCOVER_CLASSES
+from eobook.evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset,
+                             linear_probe, subset)
 from eobook.nn import CrossAttention, sincos_pos_embed_2d, take_tokens
 
 #: The six pretraining modalities, in token order.
@@ -391,3 +395,258 @@ def predictions_to_images(modality: str, pred: torch.Tensor, patch_size: int) ->
     if modality == "seg":
         return unpatchify(pred, patch_size, NUM_SEG_CLASSES).argmax(1)
     return unpatchify(pred, patch_size, modality_channels(modality))
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretraining entry point (eobook.train.pretrain)
+# --------------------------------------------------------------------------------------------------
+def data_root(cfg) -> Path:
+    """The dataset root: ``cfg.data_root`` or the sample world of ``cfg.world_size``."""
+    return Path(cfg.data_root) if cfg.data_root else ensure_sample_world(cfg.world_size, cfg.world_seed)
+
+
+def build_model(cfg) -> MultiMAE:
+    return MultiMAE(cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.num_visible,
+                    cfg.dirichlet_alpha, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.seg_class_dim,
+                    cfg.depth_loss, cfg.hflip_p, cfg.drop_path_rate)
+
+
+def model_meta(cfg) -> dict[str, Any]:
+    """The model-shape fields a checkpoint must match."""
+    names = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth",
+             "decoder_heads", "seg_class_dim")
+    return {"arch": "multimae", **{n: getattr(cfg, n) for n in names}}
+
+
+def build_pretraining(cfg):
+    """(module, MMEarth train split, default collate, meta) for :func:`eobook.train.pretrain`."""
+    dataset = MMEarth(data_root(cfg) / "MMEarth" / cfg.mmearth_file, modalities=MODALITIES, split="train")
+    return build_model(cfg), dataset, None, model_meta(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fine-tuning (appendix Sec. 3): linear classifier, or a head of four ConvNeXt blocks
+# --------------------------------------------------------------------------------------------------
+#: Classes of the downstream tasks (appendix Table 3); ``m-landcover-seg`` is the sample world's
+#: GEO-Bench-style segmentation task (9 Dynamic World classes), standing in for the paper's two.
+TASK_CLASSES = {"m-eurosat": 10, "m-brick-kiln": 2, "m-so2sat": 17, "m-bigearthnet": 43, "eurosat": 10,
+                "fmow": 62, "m-SA-crop-type": 10, "m-cashew-plantation": 7, "m-landcover-seg": 9}
+
+
+class ConvNeXtSegmentationHead(nn.Module):
+    """Four ConvNeXt blocks on the encoder's patch tokens (MultiMAE's ConvNeXt adapter).
+
+    The tokens of the input modalities are concatenated per position, projected to ``(P/4)^2`` sub-patch
+    vectors of ``dim`` channels (a map at 1/4 of the input side), refined by the ConvNeXt blocks and
+    classified per pixel; logits are upsampled bilinearly to the requested size.
+    """
+
+    def __init__(self, num_modalities: int, encoder_dim: int, patch_size: int, num_classes: int, dim: int = 384,
+                 depth: int = 4):
+        super().__init__()
+        self.num_modalities, self.sub, self.dim = num_modalities, patch_size // 4, dim
+        self.proj = nn.Linear(num_modalities * encoder_dim, dim * self.sub ** 2)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(dim) for _ in range(depth)])
+        self.classifier = nn.Conv2d(dim, num_classes, 1)
+
+    def forward(self, tokens: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """tokens [B, M*N, D] (no global token) -> logits [B, K, *out_size]."""
+        b, mn, d = tokens.shape
+        n = mn // self.num_modalities
+        x = tokens.reshape(b, self.num_modalities, n, d).transpose(1, 2).reshape(b, n, self.num_modalities * d)
+        x = unpatchify(self.proj(x), self.sub, self.dim)                      # [B,dim,H/4,W/4]
+        x = self.classifier(self.blocks(x))
+        return F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+
+
+class MultiMAETaskModel(nn.Module):
+    """A pretrained encoder with a task head: linear classifier on mean-pooled tokens, or ConvNeXt segmentation."""
+
+    def __init__(self, encoder: MultiMAEEncoder, modalities: Sequence[str], num_classes: int,
+                 segmentation: bool = False, seg_head_dim: int = 384):
+        super().__init__()
+        self.encoder, self.modalities, self.segmentation = encoder, tuple(modalities), segmentation
+        self.head = (ConvNeXtSegmentationHead(len(modalities), encoder.dim, encoder.patch_size, num_classes,
+                                              seg_head_dim)
+                     if segmentation else nn.Linear(encoder.dim, num_classes))
+
+    def forward(self, inputs: dict[str, torch.Tensor], out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        tokens = self.encoder(inputs)                                         # [B,1+M*N,D]
+        if self.segmentation:
+            return self.head(tokens[:, 1:], out_size or inputs["rgb"].shape[-2:])
+        return self.head(tokens.mean(1))
+
+
+def task_inputs(batch: dict[str, Any], band_order: Sequence[str], modalities: Sequence[str],
+                img_size: int) -> dict[str, torch.Tensor]:
+    """A downstream batch ({"s2": [B,C,H,W], optionally "depth"}) as the encoder's modality dict."""
+    inputs = split_s2(batch["s2"], band_order, [m for m in modalities if m in SPECTRAL_MODALITIES])
+    if "depth" in modalities:
+        if "depth" not in batch:
+            raise ValueError("batch: the input set needs 'depth', which this task does not provide")
+        inputs["depth"] = batch["depth"]
+    return resize_modalities(inputs, img_size)
+
+
+@dataclasses.dataclass
+class DownstreamTask:
+    """A downstream task's splits and how to read them."""
+    name: str
+    train: Any
+    test: Any
+    band_order: tuple[str, ...]
+    kind: str              # "multiclass", "multilabel" or "segmentation"
+    num_classes: int
+
+
+class ScalarLabels(Dataset):
+    """Class-id labels as 0-d tensors: readers hand single-label classes back as [1] tensors
+    (``np.ascontiguousarray`` turns 0-d arrays into 1-d), which batch to [B,1] instead of [B]."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        sample["label"] = sample["label"].reshape(())
+        return sample
+
+
+def load_task(root, name: str, max_train: int = 0, max_test: int = 0, seed: int = 0) -> DownstreamTask:
+    """A GEO-Bench task (``<root>/GEO-Bench``) or EuroSAT-MS (``name="eurosat"``), capped to seeded random
+    subsets of ``max_train`` / ``max_test`` samples (0 = all)."""
+    if name not in TASK_CLASSES:
+        raise ValueError(f"task: expected one of {sorted(TASK_CLASSES)}, got {name!r}")
+    root = Path(root)
+    if name == "eurosat":
+        train, test = (EuroSATMS(root / "EuroSAT-MS", split=s) for s in ("train", "test"))
+        band_order = S2_L1C_BANDS
+    else:
+        train, test = (GeoBench(root / "GEO-Bench", task=name, split=s) for s in ("train", "test"))
+        band_order = geobench_band_codes(train.bands)
+    label = train[0]["label"]
+    kind = ("segmentation" if label.ndim == 2 else "multilabel" if label.is_floating_point() else "multiclass")
+    capped = []
+    for ds, cap in ((train, max_train), (test, max_test)):
+        ds = subset(ds, label_fraction_subset(len(ds), cap / len(ds), seed)) if 0 < cap < len(ds) else ds
+        capped.append(ScalarLabels(ds) if kind == "multiclass" else ds)
+    return DownstreamTask(name, capped[0], capped[1], tuple(band_order), kind, TASK_CLASSES[name])
+
+
+def evaluate_task(encoder: MultiMAEEncoder, task: DownstreamTask, input_set: str, cfg,
+                  device: torch.device | str = "cpu") -> tuple[dict[str, float], MultiMAETaskModel | None]:
+    """The paper's two protocols for one task and input set (appendix Sec. 3, Fig. 4).
+
+    Classification: linear probing (frozen encoder, linear classifier on mean-pooled tokens) and end-to-end
+    fine-tuning. Segmentation: ConvNeXt head with the encoder frozen, and end to end. ``encoder`` is
+    copied, never changed. Returns ({"frozen": score, "finetune": score} in percent, the fine-tuned
+    segmentation model or None); the score is OA (multiclass), macro mAP (multilabel) or mIoU.
+    """
+    modalities = INPUT_SETS[input_set]
+    segmentation = task.kind == "segmentation"
+    metric = {"multiclass": "OA", "multilabel": "mAP_macro", "segmentation": "mIoU"}[task.kind]
+
+    def forward(model: MultiMAETaskModel, batch: dict[str, Any]) -> torch.Tensor:
+        inputs = task_inputs(batch, task.band_order, modalities, cfg.img_size)
+        return model(inputs, batch["s2"].shape[-2:])
+
+    ft = FineTuneConfig(task=task.kind, epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
+                        lr=cfg.finetune_lr, weight_decay=cfg.finetune_weight_decay, ignore_index=IGNORE_INDEX,
+                        seed=cfg.seed)
+    scores, seg_model = {}, None
+    for frozen in (True, False):
+        model = MultiMAETaskModel(copy.deepcopy(encoder), modalities, task.num_classes, segmentation,
+                                  cfg.seg_head_dim).to(device)
+        if frozen and not segmentation:  # linear probing on frozen features
+            model.eval()
+            features = [extract_features(lambda b: model.encoder.features(
+                task_inputs(b, task.band_order, modalities, cfg.img_size)), ds, batch_size=cfg.finetune_batch_size,
+                device=device) for ds in (task.train, task.test)]
+            probe = ProbeConfig(task=task.kind, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
+                                batch_size=min(256, len(task.train)), seed=cfg.seed)
+            result = linear_probe(*features[0], *features[1], probe, num_classes=task.num_classes)
+        else:
+            cfg_ft = dataclasses.replace(ft, freeze_encoder=frozen)
+            result, _ = fine_tune(model, task.train, task.test, forward, cfg_ft, task.num_classes, device=device,
+                                  encoder_params=list(model.encoder.parameters()))
+            seg_model = model if segmentation and not frozen else seg_model
+        scores["frozen" if frozen else "finetune"] = result[metric]
+    return scores, seg_model
+
+
+def build_encoder(cfg, seed: int | None = None) -> MultiMAEEncoder:
+    """A freshly initialised encoder of the profile's shape (seeded: the random-init baseline)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed if seed is None else seed)
+        return build_model(cfg).encoder
+
+
+def evaluate_downstream(encoders: dict[str, MultiMAEEncoder], cfg, device: torch.device | str = "cpu"):
+    """Every task x input set x protocol for each named encoder (e.g. {"MultiMAE": ..., "random init": ...}).
+
+    Returns (a list of result rows {"task", "input_set", "protocol", "init", "metric", "value"}, the
+    end-to-end segmentation models by (task, input_set, init) for figures).
+    """
+    root = data_root(cfg)
+    rows, seg_models = [], {}
+    for name in (*cfg.classification_tasks, *cfg.segmentation_tasks):
+        task = load_task(root, name, cfg.eval_max_train, cfg.eval_max_test, cfg.seed)
+        metric = {"multiclass": "OA", "multilabel": "mAP", "segmentation": "mIoU"}[task.kind]
+        protocols = (("frozen encoder", "end-to-end") if task.kind == "segmentation"
+                     else ("linear probing", "end-to-end"))
+        for input_set in cfg.input_sets:
+            for init, encoder in encoders.items():
+                scores, seg_model = evaluate_task(encoder, task, input_set, cfg, device)
+                for protocol, value in zip(protocols, (scores["frozen"], scores["finetune"])):
+                    rows.append({"task": name, "input_set": input_set, "protocol": protocol, "init": init,
+                                 "metric": metric, "value": value})
+                if seg_model is not None:
+                    seg_models[(name, input_set, init)] = (seg_model, task)
+    return rows, seg_models
+
+
+# --------------------------------------------------------------------------------------------------
+# Figure data (Fig. 5: masked input / reconstruction / ground truth)
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def reconstruction_examples(model: MultiMAE, batch: dict[str, Any], generator: torch.Generator,
+                            modalities: Sequence[str] = ("rgb", "depth", "seg")) -> dict[str, dict[str, torch.Tensor]]:
+    """For each modality: ``masked`` input (NaN / -1 where hidden), ``reconstruction`` (the prediction on
+    masked patches, the input on visible ones) and ``target``; plus ``counts`` [B,M] of visible tokens.
+
+    Images are [B,C,H,W] (SEG: class ids [B,H,W], -1 = hidden).
+    """
+    model.eval()
+    inputs = model.prepare(batch)
+    b, p = inputs["rgb"].shape[0], model.encoder.patch_size
+    visible, keep = model.sample_masks(b, generator, inputs["rgb"].device)
+    preds = model.reconstruct(inputs, visible, keep)
+    out = {"counts": visible.sum(-1)}
+    for m in modalities:
+        i = MODALITIES.index(m)
+        shown = unpatchify(visible[:, i, :, None].float().expand(-1, -1, p * p), p, 1).bool()  # [B,1,H,W]
+        target, pred = inputs[m], predictions_to_images(m, preds[m], p)
+        if m == "seg":
+            shown = shown[:, 0]
+            masked = torch.where(shown, target, -1)
+        else:
+            masked = torch.where(shown, target, float("nan"))
+        out[m] = {"masked": masked, "reconstruction": torch.where(shown, target, pred), "target": target}
+    return out
+
+
+@torch.no_grad()
+def segmentation_examples(model: MultiMAETaskModel, task: DownstreamTask, count: int = 4
+                          ) -> dict[str, torch.Tensor]:
+    """First ``count`` test samples of a segmentation task: ``rgb`` [B,3,H,W], ``target`` and ``pred`` [B,H,W]."""
+    model.eval()
+    batch = next(iter(DataLoader(task.test, batch_size=count, shuffle=False)))
+    device = next(model.parameters()).device
+    s2 = batch["s2"].to(device)
+    inputs = task_inputs({"s2": s2}, task.band_order, model.modalities, model.encoder.img_size)
+    pred = model(inputs, s2.shape[-2:]).argmax(1)
+    rgb = split_s2(s2, task.band_order, ("rgb",))["rgb"]
+    return {"rgb": rgb.cpu(), "target": batch["label"], "pred": pred.cpu()}
