@@ -138,11 +138,6 @@ def check_values(path: Path | str, array: np.ndarray, nodata: float | None = Non
         raise DataError(path, f"all pixels are nodata ({fill})")
 
 
-def check_shape(path: Path | str, array: np.ndarray, expected: tuple[int, ...]) -> None:
-    if tuple(array.shape) != tuple(expected):
-        raise DataError(path, f"shape {tuple(array.shape)}, expected {tuple(expected)}")
-
-
 def resample_to(array: np.ndarray, size: int, path: Path | str, order: int = 3) -> np.ndarray:
     """Resample a [C, h, w] band stack to [C, size, size] (bicubic by default, as torchvision).
 

@@ -76,8 +76,3 @@ def standardize_s1_db(x: np.ndarray, mean: Sequence[float] = DINO_MM_S1_MEAN,
                       std: Sequence[float] = DINO_MM_S1_STD, band_axis: int = -3) -> np.ndarray:
     """Standardise S1 backscatter in dB, bands (VV, VH) along ``band_axis``."""
     return standardize(x, mean, std, band_axis)
-
-
-def linear_to_db(x: np.ndarray, floor: float = 1e-6) -> np.ndarray:
-    """Backscatter intensity (linear) -> dB, flooring zeros so that no -inf appears."""
-    return (10.0 * np.log10(np.maximum(x, floor))).astype(np.float32)

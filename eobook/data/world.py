@@ -486,7 +486,3 @@ def _remove_stale_partials(folder: Path) -> None:
 def _is_current(folder: Path) -> bool:
     marker = folder / MARKER
     return marker.is_file() and marker.read_text().strip() == f"complete v{VERSION}"
-
-
-def load_summary(root: Path) -> dict:
-    return json.loads((Path(root) / "world.json").read_text())
