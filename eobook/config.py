@@ -356,9 +356,9 @@ register_chapter(
         local_crop_size=16, n_local_crops=2, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=32,
         warmup_teacher_temp_epochs=1, epochs=2, batch_size=16, max_steps_per_epoch=8, lr=5e-4 * 16 / 256,
         min_lr=1e-6, warmup_epochs=1, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=4,
-        probe_blocks=2, probe_epochs=30, probe_batch_size=64, probe_standardize=True, min_label_samples=16,
+        probe_blocks=2, probe_epochs=20, probe_batch_size=64, probe_standardize=True, min_label_samples=16,
         eval_crop_size=32,
-        supervised_epochs=3, supervised_batch_size=32, figure_samples=3, cache_data=True),
+        supervised_epochs=2, supervised_batch_size=32, figure_samples=3, cache_data=True),
     # CPU demo on the small sample world (<= 15 minutes): the teacher's probe beats a random ViT.
     small=DinoMMConfig(
         world_size="small", embed_dim=128, depth=4, num_heads=4, patch_size=8, drop_path_rate=0.0, img_size=64,

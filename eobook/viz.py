@@ -59,47 +59,26 @@ def show_label_map(labels, classes: Sequence[str], colors: Sequence[str], ax, ti
 
 
 # --- MultiMAE figures ---
-def plot_multimae_reconstructions(examples: dict, samples: int = 3, synthetic: bool = False):
-    """MultiMAE-EO appendix Fig. 5: per modality (RGB, DEPTH, SEG) and sample, masked input / reconstruction /
-    ground truth. ``examples`` is the output of ``multimae_eo.reconstruction_examples`` (hidden pixels NaN,
-    hidden SEG pixels -1, drawn white). Returns the figure."""
+def render_elevation(image, reference, cmap: str = "terrain") -> np.ndarray:
+    """DEPTH / elevation [1,H,W] -> RGBA [H,W,4] on ``reference``'s value range; NaN (hidden) pixels white.
+    A renderer for :func:`plot_reconstructions`."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
-    from .data.bands import WORLDCOVER_CLASSES, WORLDCOVER_COLORS
+    image, reference = np.asarray(image, dtype=np.float32)[0], np.asarray(reference, dtype=np.float32)
+    lo, hi = np.nanmin(reference), np.nanmax(reference)
+    rgba = plt.get_cmap(cmap)(np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1))
+    rgba[np.isnan(image)] = 1.0
+    return rgba
 
-    modalities = [m for m in ("rgb", "depth", "seg") if m in examples]
-    samples = min(samples, len(examples[modalities[0]]["target"]))
-    columns = ("masked input", "reconstruction", "ground truth")
-    fig, axes = plt.subplots(samples, 3 * len(modalities), figsize=(2.0 * 3 * len(modalities), 2.1 * samples),
-                             squeeze=False)
-    seg_cmap = ListedColormap(list(WORLDCOVER_COLORS))
-    seg_cmap.set_bad("white")
-    for j, m in enumerate(modalities):
-        images = [np.asarray(examples[m][k].detach().cpu()) for k in ("masked", "reconstruction", "target")]
-        for i in range(samples):
-            for k, image in enumerate(images):
-                ax = axes[i, 3 * j + k]
-                if m == "seg":
-                    ax.imshow(np.ma.masked_less(image[i], 0), cmap=seg_cmap, vmin=-0.5,
-                              vmax=len(WORLDCOVER_CLASSES) - 0.5, interpolation="nearest")
-                elif m == "rgb":  # stretch with the ground truth's range so the three panels compare
-                    ref = images[2][i]
-                    lo, hi = np.nanpercentile(ref, [2, 98], axis=(-2, -1), keepdims=True)
-                    rgb = np.clip((image[i] - lo) / np.maximum(hi - lo, 1e-6), 0, 1).transpose(1, 2, 0)
-                    ax.imshow(np.where(np.isnan(rgb), 1.0, rgb))
-                else:
-                    ref = images[2][i, 0]
-                    cmap = plt.get_cmap("terrain").copy()
-                    cmap.set_bad("white")
-                    ax.imshow(np.ma.masked_invalid(image[i, 0]), cmap=cmap, vmin=ref.min(), vmax=ref.max())
-                ax.set_axis_off()
-                if i == 0:
-                    ax.set_title(f"{m.upper()}: {columns[k]}", fontsize="small")
-    if synthetic:
-        fig.suptitle("Reconstructions of masked tokens (synthetic sample world)")
-    fig.tight_layout()
-    return fig
+
+def render_class_map(image, colors: Sequence[str], ignore_index: int = -1) -> np.ndarray:
+    """Class ids [1,H,W] or [H,W] -> RGB [H,W,3] in ``colors``; ``ignore_index`` (hidden) pixels white.
+    With ``functools.partial(render_class_map, colors=...)`` a renderer for :func:`plot_reconstructions`."""
+    from matplotlib.colors import to_rgb
+
+    ids = np.asarray(image).reshape(np.asarray(image).shape[-2:]).astype(np.int64)
+    palette = np.array([to_rgb(c) for c in colors] + [(1.0, 1.0, 1.0)])
+    return palette[np.where(ids == ignore_index, len(colors), ids)]
 
 
 def plot_token_allocation(counts, modalities: Sequence[str], ax=None, title: str | None = None):
@@ -222,5 +201,227 @@ def plot_lambda_effect(label_sim, lambdas: Sequence[float], scores: dict, metric
     axes[-1].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
     axes[-1].set_ylim(min(values) - 5, max(values) + 5)
     axes[-1].set_title(metric + (" (synthetic)" if synthetic else ""), fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+# --- Fus-MAE / masked reconstruction figures ---
+def stretch_like(image, reference, lower: float = 2, upper: float = 98) -> np.ndarray:
+    """Percentile-stretch ``image`` [C,H,W] to [0, 1] with the percentiles of ``reference`` (per channel),
+    so that masked input, reconstruction and original share one colour scale; NaN stays NaN."""
+    image, reference = np.asarray(image, dtype=np.float32), np.asarray(reference, dtype=np.float32)
+    lo, hi = np.nanpercentile(reference, [lower, upper], axis=(-2, -1), keepdims=True)
+    return np.clip((image - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+
+
+def render_s2(image, reference, bands: Sequence[int] = (7, 3, 2)) -> np.ndarray:
+    """S2 [C,H,W] -> RGB [H,W,3]; default NIR false colour (B08, B04, B03 in ``S2_L2A_BANDS`` order).
+    NaN pixels (hidden patches) are white."""
+    rgb = stretch_like(np.asarray(image)[list(bands)], np.asarray(reference)[list(bands)]).transpose(1, 2, 0)
+    return np.where(np.isnan(rgb), 1.0, rgb)
+
+
+def render_sar(image, reference) -> np.ndarray:
+    """S1 [2,H,W] (VV, VH) -> RGB [H,W,3] composite (VV, VH, VV - VH), as :func:`show_sar`; NaN white."""
+    def composite(x):
+        x = np.asarray(x, dtype=np.float32)
+        return np.stack([x[0], x[1], x[0] - x[1]])
+    rgb = stretch_like(composite(image), composite(reference)).transpose(1, 2, 0)
+    return np.where(np.isnan(rgb), 1.0, rgb)
+
+
+def plot_reconstructions(examples: dict, render: dict, samples: int = 3, synthetic: bool = False,
+                         title: str | None = None):
+    """Masked input / reconstruction / original for any modalities (MAE Fig. 2 style).
+
+    Args:
+        examples: {name: {"masked", "reconstruction", "original"}}, each [B,C,H,W] (tensor or array);
+            hidden pixels of "masked" are NaN. One block of three columns per name, one row per sample.
+        render: {name: callable(image [C,H,W], original [C,H,W]) -> [H,W,3] or [H,W]} (e.g.
+            :func:`render_s2`, :func:`render_sar`); it receives the original to share its colour scale.
+        samples: rows (at most the batch size).
+    Returns:
+        the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(examples)
+    missing = [n for n in names if n not in render]
+    if missing:
+        raise ValueError(f"render: no renderer for {missing}")
+    arrays = {n: {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+                  for k, v in examples[n].items()} for n in names}
+    samples = min(samples, len(arrays[names[0]]["original"]))
+    columns = ("masked input", "reconstruction", "original")
+    fig, axes = plt.subplots(samples, 3 * len(names), figsize=(1.9 * 3 * len(names), 2.0 * samples), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(samples):
+            original = arrays[name]["original"][i]
+            for k, key in enumerate(("masked", "reconstruction", "original")):
+                ax = axes[i, 3 * j + k]
+                ax.imshow(render[name](arrays[name][key][i], original), cmap="gray", interpolation="nearest")
+                ax.set_axis_off()
+                if i == 0:
+                    ax.set_title(f"{name}\n{columns[k]}", fontsize="small")
+    fig.suptitle(f"{title or 'Reconstructions of masked patches'}{' (synthetic sample world)' if synthetic else ''}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cross_attention(rows: dict, query: int, grid: int, synthetic: bool = False, title: str | None = None):
+    """Cross-attention maps: per direction, the query patch, where it attends in the other modality, and
+    the whole head-averaged attention matrix.
+
+    Args:
+        rows: {label: (attention [Nq, Nk], query image [H,W,3], key image [H,W,3])}, e.g.
+            {"SAR -> optical": (maps["s1->s2"][0], sar_rgb, s2_rgb), ...} with Nq = Nk = grid * grid.
+        query: index of the query patch (row-major) outlined in the first column.
+        grid: patches per side.
+    Returns:
+        the figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10.5, 3.4 * len(rows)), squeeze=False)
+    for ax_row, (label, (attention, query_image, key_image)) in zip(axes, rows.items()):
+        attention = np.asarray(attention, dtype=np.float32)
+        size = np.asarray(query_image).shape[0]
+        patch = size / grid
+        ax_row[0].imshow(query_image)
+        ax_row[0].add_patch(Rectangle(((query % grid) * patch - 0.5, (query // grid) * patch - 0.5), patch, patch,
+                                      fill=False, edgecolor="red", linewidth=2))
+        ax_row[0].set_title(f"{label}: query patch {query}", fontsize="medium")
+        heat = np.kron(attention[query].reshape(grid, grid), np.ones((int(patch), int(patch))))
+        ax_row[1].imshow(key_image)
+        overlay = ax_row[1].imshow(heat, cmap="inferno", alpha=0.6, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+        fig.colorbar(overlay, ax=ax_row[1], fraction=0.046)
+        ax_row[1].set_title("its attention over the other modality", fontsize="medium")
+        matrix = ax_row[2].imshow(attention, cmap="viridis", interpolation="nearest")
+        fig.colorbar(matrix, ax=ax_row[2], fraction=0.046)
+        ax_row[2].set_xlabel("key patch")
+        ax_row[2].set_ylabel("query patch")
+        ax_row[2].set_title("attention matrix (mean over heads)", fontsize="medium")
+        for ax in ax_row[:2]:
+            ax.set_axis_off()
+    fig.suptitle(f"{title or 'XAttnEncoder cross-attention'}{' (synthetic sample world)' if synthetic else ''}")
+    fig.tight_layout()
+    return fig
+
+
+# --- CromSS figures ---
+def plot_variance_curves(curves: dict, title: str | None = None, synthetic: bool = False):
+    """Fig. 13 of CromSS: accumulated PCA variance ratio against the fraction of components, one panel per
+    model and one curve per encoder module, beside the diagonal y = x. ``curves``: {model: [curve per module]}."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.4), squeeze=False)
+    for ax, (model, per_module) in zip(axes[0], curves.items()):
+        for k, curve in enumerate(per_module, start=1):
+            curve = np.asarray(curve)
+            ax.plot(np.arange(1, len(curve) + 1) / len(curve), curve, label=f"module {k}")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="y = x")
+        ax.set_xlabel("fraction of principal components")
+        ax.set_title(model)
+    axes[0, 0].set_ylabel("accumulated variance ratio")
+    axes[0, -1].legend(loc="lower right", fontsize="small", frameon=False)
+    fig.suptitle(f"{title or 'Accumulated variance ratio'}{' (synthetic sample world)' if synthetic else ''}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_selection_masks(rows: dict, synthetic: bool = False, title: str | None = None):
+    """Fig. 11 of CromSS: selection masks (values in [0, 1]) per row, e.g. {"season 1": {"W_l from F": [H,W], ...}}."""
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), len(names), figsize=(2.6 * len(names), 2.6 * len(rows)), squeeze=False)
+    for ax_row, (row_name, masks) in zip(axes, rows.items()):
+        for ax, name in zip(ax_row, names):
+            image = ax.imshow(np.asarray(masks[name]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"{row_name}: {name}", fontsize="small")
+            ax.set_axis_off()
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle(f"{title or 'Sample selection masks'}{' (synthetic sample world)' if synthetic else ''}")
+    return fig
+
+
+def plot_weight_drift(kl: dict, ax=None, title: str | None = None):
+    """Fig. 12 of CromSS: -1/log(KL) of encoder and decoder weights before vs after fine-tuning, per
+    initialisation. ``kl``: {weights name: {"encoder": KL, "decoder": KL}}."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    names, parts = list(kl), ("encoder", "decoder")
+    x = np.arange(len(names))
+    for i, part in enumerate(parts):
+        values = [-1 / np.log(max(kl[n][part], 1e-300)) for n in names]
+        ax.bar(x + (i - 0.5) * 0.38, values, width=0.38, label=part)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("-1 / log(KL)")
+    ax.legend(frameon=False, fontsize="small")
+    ax.set_title(title or "Weight drift during fine-tuning")
+    return ax
+
+
+# --- DINO-MM figures ---
+def plot_sensor_drop_views(x, views, modes: Sequence[str], synthetic: bool = False):
+    """DINO-MM inputs before and after augmentation + RandomSensorDrop. ``x`` [B,14,H,W] (12 S2 bands, then
+    S1 VH, VV), ``views`` a list of [B,14,h,w] views, ``modes[v][i]`` what view v of sample i kept
+    ("S1+S2", "S2", "S1"). Per sample: S2 false colour (B08, B04, B03) row and SAR row. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n, cols = len(x), 1 + len(views)
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.9 * cols, 3.8 * n), squeeze=False)
+    for i in range(n):
+        images = [np.asarray(x[i])] + [np.asarray(v[i]) for v in views]
+        for j, image in enumerate(images):
+            head = "input" if j == 0 else f"view {j}: {modes[j - 1][i]}"
+            false_colour(image[:12], bands=(7, 3, 2), ax=axes[2 * i, j], title=f"{head}\nS2",
+                         synthetic=synthetic and i == 0 and j == 0)
+            show_sar(image[[13, 12]], ax=axes[2 * i + 1, j], title="S1 (VV, VH)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_dino_curves(history: Sequence[dict], out_dim: int, title: str | None = None):
+    """DINO training curves: loss, learning rate, teacher temperature tau_t, and the collapse monitor
+    (teacher entropy against log K, KL of the teacher's output to the centre). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    step = [row["step"] for row in history]
+    series = lambda key: [row[key] for row in history]  # noqa: E731
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    for ax, key, label in zip(axes[:3], ("loss", "lr", "teacher_temp"), ("DINO loss", "learning rate", "tau_t")):
+        ax.plot(step, series(key))
+        ax.set(xlabel="step", title=label)
+    ax = axes[3]
+    ax.plot(step, series("teacher_entropy"), color="C0", label="teacher entropy H(P_t)")
+    ax.axhline(np.log(out_dim), color="C0", ls=":", label="log K (uniform collapse)")
+    ax.set(xlabel="step", ylabel="nats", title="collapse monitor")
+    twin = ax.twinx()
+    twin.plot(step, series("kl_to_center"), color="C3", label="KL(teacher || centre)")
+    twin.set_ylabel("KL (nats)", color="C3")
+    ax.legend(handles=ax.get_lines() + twin.get_lines(), fontsize="x-small", frameon=False, loc="center right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_maps(x, maps, synthetic: bool = False):
+    """DINO self-attention of the CLS token in the last block, one column per head, beside the S2 false
+    colour of the input. ``x`` [B,14,H,W], ``maps`` [B,heads,h,w]. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n, heads = maps.shape[0], maps.shape[1]
+    fig, axes = plt.subplots(n, heads + 1, figsize=(1.9 * (heads + 1), 2.0 * n), squeeze=False)
+    for i in range(n):
+        false_colour(np.asarray(x[i])[:12], bands=(7, 3, 2), ax=axes[i, 0], title="input" if i == 0 else None,
+                     synthetic=synthetic and i == 0)
+        for h in range(heads):
+            axes[i, h + 1].imshow(np.asarray(maps[i, h]), cmap="inferno", interpolation="nearest")
+            _title(axes[i, h + 1], f"head {h}" if i == 0 else None, False)
     fig.tight_layout()
     return fig

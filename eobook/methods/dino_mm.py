@@ -492,11 +492,26 @@ def bigearthnet_root(cfg: Any) -> Path:
     return Path(ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed)) / "BigEarthNet-MM"
 
 
-def build_pretraining(cfg: Any) -> tuple[DINOMM, Dataset, None, dict[str, Any]]:
-    """What :func:`eobook.train.pretrain` needs: module, BigEarthNet-MM train split (labels unused), meta."""
+@lru_cache(maxsize=4)
+def _read_split(root: str, split: str) -> tuple[dict[str, torch.Tensor], ...]:
     from ..data import BigEarthNetMM
 
-    return DINOMM(cfg), BigEarthNetMM(bigearthnet_root(cfg), split="train"), None, model_meta(cfg)
+    dataset = BigEarthNetMM(root, split=split)
+    return tuple({k: v for k, v in dataset[i].items() if k in ("s2", "s1", "label")} for i in range(len(dataset)))
+
+
+def bigearthnet(cfg: Any, split: str) -> Dataset:
+    """BigEarthNet-MM ``split``; with ``cfg.cache_data`` read once per process and kept in memory."""
+    if cfg.cache_data:
+        return list(_read_split(str(bigearthnet_root(cfg)), split))
+    from ..data import BigEarthNetMM
+
+    return BigEarthNetMM(bigearthnet_root(cfg), split=split)
+
+
+def build_pretraining(cfg: Any) -> tuple[DINOMM, Dataset, None, dict[str, Any]]:
+    """What :func:`eobook.train.pretrain` needs: module, BigEarthNet-MM train split (labels unused), meta."""
+    return DINOMM(cfg), bigearthnet(cfg, "train"), None, model_meta(cfg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -510,10 +525,7 @@ def eval_input(batch: dict[str, torch.Tensor], sensors: str, cfg: Any) -> torch.
 
 def eval_datasets(cfg: Any) -> tuple[Dataset, Dataset]:
     """Train and test splits of BigEarthNet-MM, capped at ``eval_train_samples`` / ``eval_test_samples``."""
-    from ..data import BigEarthNetMM
-
-    root = bigearthnet_root(cfg)
-    train, test = BigEarthNetMM(root, split="train"), BigEarthNetMM(root, split="test")
+    train, test = bigearthnet(cfg, "train"), bigearthnet(cfg, "test")
     cap = lambda ds, n: Subset(ds, range(min(n, len(ds)))) if n else ds  # noqa: E731
     return cap(train, cfg.eval_train_samples), cap(test, cfg.eval_test_samples)
 
