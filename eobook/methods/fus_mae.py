@@ -436,21 +436,27 @@ class PairedPatches(Dataset):
         img_size: S, side in pixels (bilinear, antialiased).
         s2_bands: indices of the S2 bands to keep (SEN12MS has 13 L1C bands: drop B10 to match BigEarthNet).
         label_key: the base sample's label entry, returned as "label".
-        indices: a subset of the base's indices (None: all).
+        cache: keep each prepared sample in memory after its first read (small sample worlds only: each
+            GeoTIFF patch is then decoded once instead of once per epoch and evaluation).
     """
 
     def __init__(self, base: Dataset, img_size: int, s2_bands: list[int] | None = None, label_key: str = "label",
-                 indices: list[int] | None = None):
+                 cache: bool = False):
         self.base, self.img_size, self.s2_bands, self.label_key = base, img_size, s2_bands, label_key
-        self.indices = list(range(len(base))) if indices is None else [int(i) for i in indices]
+        self.cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.base[self.indices[index]]
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = self.base[index]
         s2 = sample["s2"] if self.s2_bands is None else sample["s2"][self.s2_bands]
-        return {"s1": self._resize(sample["s1"]), "s2": self._resize(s2), "label": sample[self.label_key]}
+        out = {"s1": self._resize(sample["s1"]), "s2": self._resize(s2), "label": sample[self.label_key]}
+        if self.cache is not None:
+            self.cache[index] = out
+        return out
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == self.img_size and x.shape[-2] == self.img_size:
@@ -470,17 +476,17 @@ def data_root(cfg) -> Path:
 def bigearthnet(cfg, split: str) -> PairedPatches:
     """BigEarthNet-MM ``split`` at the model's input size (labels: 19-class multi-hot)."""
     from ..data import BigEarthNetMM
-    return PairedPatches(BigEarthNetMM(data_root(cfg) / "BigEarthNet-MM", split=split), cfg.img_size)
+    return PairedPatches(BigEarthNetMM(data_root(cfg) / "BigEarthNet-MM", split=split), cfg.img_size,
+                         cache=cfg.cache_data)
 
 
 def sen12ms(cfg, split: str) -> PairedPatches:
-    """SEN12MS scene classification ``split`` (labelled patches only; S2 without B10)."""
+    """SEN12MS scene classification ``split`` (label: majority class, -1 if unlabelled; S2 without B10)."""
     from ..data import SEN12MS
     from ..data.bands import S2_L1C_BANDS, S2_L2A_BANDS
-    base = SEN12MS(data_root(cfg) / "SEN12MS", split=split)
-    labelled = [i for i in range(len(base)) if int(base[i]["label_scene"]) >= 0]
     bands = [S2_L1C_BANDS.index(b) for b in S2_L2A_BANDS]
-    return PairedPatches(base, cfg.img_size, s2_bands=bands, label_key="label_scene", indices=labelled)
+    return PairedPatches(SEN12MS(data_root(cfg) / "SEN12MS", split=split), cfg.img_size, s2_bands=bands,
+                         label_key="label_scene", cache=cfg.cache_data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -559,8 +565,38 @@ def linear_probe_sen12ms(encoder: FusMAEEncoder, train_set: Dataset, test_set: D
     LabelSmoothingCrossEntropy equals torch's cross-entropy with ``label_smoothing``), 10 epochs, batch 256."""
     from ..data.bands import DFC_CLASSES
     encode = feature_extractor(encoder, INPUTS[inputs])
-    train_x, train_y = extract_features(encode, train_set, device=device)
-    test_x, test_y = extract_features(encode, test_set, device=device)
+    (train_x, train_y), (test_x, test_y) = (_labelled(*extract_features(encode, data, device=device))
+                                            for data in (train_set, test_set))
     probe = ProbeConfig(task="multiclass", epochs=cfg.transfer_epochs, batch_size=cfg.transfer_batch_size,
                         optimizer="adamw", lr=cfg.transfer_lr, label_smoothing=cfg.label_smoothing, seed=cfg.seed)
     return linear_probe(train_x, train_y, test_x, test_y, probe, num_classes=len(DFC_CLASSES))
+
+
+def _labelled(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the rows whose scene label is -1 (patches without any labelled pixel)."""
+    keep = labels >= 0
+    return features[keep], labels[keep]
+
+
+def table1_scores(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg,
+                  device: torch.device | str = "cpu") -> dict[str, float]:
+    """Table 1's cells for one encoder: {"100% S1": mAP, ..., "1% S1+S2": mAP} (macro mAP, %)."""
+    scores = {}
+    for inputs in INPUTS:
+        metrics, _ = fine_tune_multilabel(encoder, train_set, test_set, cfg, inputs, device)
+        scores[f"100% {inputs}"] = metrics["mAP_macro"]
+    for inputs in INPUTS:
+        scores[f"1% {inputs}"] = linear_probe_multilabel(encoder, train_set, test_set, cfg, inputs, device)["mAP_macro"]
+    return scores
+
+
+def stack_samples(dataset: Dataset, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` samples of ``dataset`` as a batch {"s1": [B,2,S,S], "s2": [B,12,S,S]} (figures)."""
+    samples = [dataset[i] for i in range(min(count, len(dataset)))]
+    return {m: torch.stack([s[m] for s in samples]) for m in MODALITIES}
+
+
+def colocated_attention(maps: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Share of each query's cross-attention on the patch at the same location, in % ({direction: value});
+    uniform attention would give 100 / N."""
+    return {k: 100 * float(w.diagonal(dim1=-2, dim2=-1).mean()) for k, w in maps.items()}
