@@ -449,15 +449,20 @@ def transfer_to_segmentation(encoder_state: dict[str, torch.Tensor] | None, trai
                              arch: str, num_classes: int, in_channels: int, encoder: str, encoder_depth: int,
                              decoder_channels: int, frozen: bool, epochs: int, lr: float, batch_size: int, seed: int,
                              band_index: tuple[int, ...] | None = None, device: torch.device | str = "cpu",
-                             label_key: str = "label") -> dict[str, float]:
-    """Fine-tune (or train only the decoder of) a segmentation network on clean labels; OA, AA, mIoU, mF1.
+                             label_key: str = "label") -> tuple[dict[str, float], nn.Module, dict[str, torch.Tensor]]:
+    """Fine-tune (or train only the decoder of) a segmentation network on clean labels (Sec. IV-A).
 
-    Adam, cosine schedule, unlabelled pixels (``IGNORE_INDEX``) left out of loss and metrics
-    (Sec. IV-A). With ``frozen`` the encoder's weights and its batch-norm statistics stay as pretrained.
+    Adam, cosine schedule, unlabelled pixels (``IGNORE_INDEX``) left out of loss and metrics. With
+    ``frozen`` the encoder's weights and its batch-norm statistics stay as pretrained.
+
+    Returns:
+        (test metrics OA, AA, mIoU, mF1 in percent, the trained model, its state before training (for
+        the weight drift of Fig. 12)).
     """
     torch.manual_seed(seed)
     model = build_segmentation_model(arch, in_channels, num_classes, encoder, encoder_depth, decoder_channels,
                                      encoder_state)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def forward(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if frozen:
@@ -469,7 +474,54 @@ def transfer_to_segmentation(encoder_state: dict[str, torch.Tensor] | None, trai
                          weight_decay=0.0, ignore_index=IGNORE_INDEX, freeze_encoder=frozen, seed=seed)
     metrics, _ = fine_tune(model, train_set, test_set, forward, cfg, num_classes, label_key=label_key, device=device,
                            encoder_params=list(model.encoder.parameters()))
-    return metrics
+    return metrics, model, initial_state
+
+
+def downstream_datasets(cfg: Any):
+    """DFC2020 (Table II): fine-tune on its validation split, test on its test split (clean labels).
+
+    ``cfg.downstream_root`` is the DFC2020 / SEN12MS folder; "" = the sample world's."""
+    from pathlib import Path
+
+    from ..data import SEN12MS, ensure_sample_world
+
+    root = Path(cfg.downstream_root) if cfg.downstream_root else ensure_sample_world(
+        size=cfg.world_size, seed=cfg.world_seed) / "SEN12MS"
+    return SEN12MS(root, split="train"), SEN12MS(root, split="test")
+
+
+@torch.no_grad()
+def scene_selection_masks(module: CromSS, batch: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float,
+                          gamma: float, modality: str = "s2") -> dict[str, torch.Tensor]:
+    """Fig. 11: the selection masks of ``modality`` from its own confidences F and the enhanced F' (eq. 10).
+
+    Args:
+        batch: one season's ``s1`` [B,2,H,W] and ``s2`` [B,13,H,W]; labels: noisy labels int [B,H,W]
+            (the per-class thresholds of eq. 11 are taken over this batch).
+    Returns:
+        {"W_l from F", "W_l from F'", "W_e from F", "W_e from F'"}: [B, H, W] each.
+    """
+    module.eval()
+    p = {m: module.predict(module.inputs(batch, m), m).float().softmax(1) for m in ("s1", "s2")}
+    other = "s1" if modality == "s2" else "s2"
+    f_l = {m: label_confidence(p[m], labels) for m in p}
+    f_e = {m: entity_confidence(p[m]) for m in p}
+    c = module.num_classes
+    return {"W_l from F": label_selection_mask(f_l[modality], labels, alpha, c),
+            "W_l from F'": label_selection_mask(cross_modal_enhance(f_l[modality], f_l[other]), labels, alpha, c),
+            "W_e from F": entity_selection_mask(f_e[modality], gamma),
+            "W_e from F'": entity_selection_mask(cross_modal_enhance(f_e[modality], f_e[other]), gamma)}
+
+
+@torch.no_grad()
+def encoder_module_features(encoder: nn.Module, images: torch.Tensor, level: str, pixels_per_image: int = 64,
+                            seed: int = 0) -> list[torch.Tensor]:
+    """Fig. 13 inputs: feature sets [N, C_k] of ResNet modules 1..depth (image- or pixel-level)."""
+    from ..analysis import pooled_features
+
+    encoder.eval()
+    maps = encoder(images)[1:]  # smp returns the input first, then one map per module
+    return pooled_features(maps, level, pixels_per_image, torch.Generator().manual_seed(seed))
 
 
 def _check_probs(probs: torch.Tensor) -> None:
