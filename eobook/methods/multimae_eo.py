@@ -613,28 +613,26 @@ def evaluate_downstream(encoders: dict[str, MultiMAEEncoder], cfg, device: torch
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def reconstruction_examples(model: MultiMAE, batch: dict[str, Any], generator: torch.Generator,
-                            modalities: Sequence[str] = ("rgb", "depth", "seg")) -> dict[str, dict[str, torch.Tensor]]:
-    """For each modality: ``masked`` input (NaN / -1 where hidden), ``reconstruction`` (the prediction on
-    masked patches, the input on visible ones) and ``target``; plus ``counts`` [B,M] of visible tokens.
-
-    Images are [B,C,H,W] (SEG: class ids [B,H,W], -1 = hidden).
+                            modalities: Sequence[str] = ("rgb", "depth", "seg")) -> dict[str, Any]:
+    """Fig. 5 data: per modality ``masked`` input, ``reconstruction`` (the prediction on masked patches, the
+    input on visible ones) and ``original``, each [B,C,H,W] (hidden pixels NaN; SEG: class ids [B,1,H,W],
+    hidden = -1); plus ``counts`` [B,M], the visible tokens per modality.
     """
     model.eval()
     inputs = model.prepare(batch)
     b, p = inputs["rgb"].shape[0], model.encoder.patch_size
     visible, keep = model.sample_masks(b, generator, inputs["rgb"].device)
     preds = model.reconstruct(inputs, visible, keep)
-    out = {"counts": visible.sum(-1)}
+    out: dict[str, Any] = {"counts": visible.sum(-1)}
     for m in modalities:
         i = MODALITIES.index(m)
         shown = unpatchify(visible[:, i, :, None].float().expand(-1, -1, p * p), p, 1).bool()  # [B,1,H,W]
-        target, pred = inputs[m], predictions_to_images(m, preds[m], p)
+        original, pred = inputs[m], predictions_to_images(m, preds[m], p)
         if m == "seg":
-            shown = shown[:, 0]
-            masked = torch.where(shown, target, -1)
-        else:
-            masked = torch.where(shown, target, float("nan"))
-        out[m] = {"masked": masked, "reconstruction": torch.where(shown, target, pred), "target": target}
+            original, pred = original[:, None], pred[:, None]
+        hidden = -1 if m == "seg" else float("nan")
+        out[m] = {"masked": torch.where(shown, original, hidden), "reconstruction": torch.where(shown, original, pred),
+                  "original": original}
     return out
 
 
