@@ -462,6 +462,8 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     for epoch in range(start_epoch, cfg.epochs):
         first_batch = step - epoch * steps_per_epoch
         sampler.set_epoch(epoch, first_batch)
+        if hasattr(dataset, "set_epoch"):  # e.g. SSL4EOS12 draws a new random season per epoch
+            dataset.set_epoch(epoch)
         epoch_losses = []
         for step_in_epoch, batch in enumerate(loader, start=first_batch):
             ctx = StepContext(epoch, step, step_in_epoch, steps_per_epoch, total_steps, device, generator,

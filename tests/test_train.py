@@ -154,3 +154,15 @@ def test_plateau_schedule_reduces_lr_when_loss_stalls():
     result = fit(Flat(), LinearData(), cfg, log=lambda _: None)
     per_epoch = [result.series("lr")[i * 8] for i in range(6)]
     assert per_epoch[0] == pytest.approx(0.3) and per_epoch[-1] < per_epoch[0]
+
+
+def test_fit_tells_the_dataset_each_epoch():
+    class EpochAware(LinearData):
+        seen = []
+
+        def set_epoch(self, epoch):
+            self.seen.append(epoch)
+
+    data = EpochAware()
+    fit(Regressor(), data, config(epochs=3), log=lambda _: None)
+    assert data.seen == [0, 1, 2]
