@@ -143,7 +143,8 @@ def plot_similarity_matrices(label_sim, embed_sim, synthetic: bool = False, titl
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-    panels = ((label_sim, "label similarity (targets)", 0.0), (embed_sim, "embedding cosine similarity", -1.0))
+    panels = ((label_sim, "label similarity s_ij (soft targets)", 0.0),
+              (embed_sim, "learned similarity cos(q_i, k_j)", -1.0))
     for ax, (matrix, name, low) in zip(axes, panels):
         image = ax.imshow(np.asarray(matrix), vmin=low, vmax=1.0, cmap="viridis", interpolation="nearest")
         ax.set_title(name)
@@ -377,7 +378,7 @@ def plot_sensor_drop_views(x, views, modes: Sequence[str], synthetic: bool = Fal
     for i in range(n):
         images = [np.asarray(x[i])] + [np.asarray(v[i]) for v in views]
         for j, image in enumerate(images):
-            head = "input" if j == 0 else f"view {j}: {modes[j - 1][i]}"
+            head = "input" if j == 0 else f"view {j}: keeps {modes[j - 1][i]}"
             false_colour(image[:12], bands=(7, 3, 2), ax=axes[2 * i, j], title=f"{head}\nS2",
                          synthetic=synthetic and i == 0 and j == 0)
             show_sar(image[[13, 12]], ax=axes[2 * i + 1, j], title="S1 (VV, VH)")
