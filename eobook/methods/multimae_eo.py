@@ -34,6 +34,7 @@ from eobook.data import IGNORE_INDEX, EuroSATMS, GeoBench, MMEarth, ensure_sampl
 from eobook.data.bands import GEOBENCH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, WORLDCOVER_CLASSES
 from eobook.evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset,
                              linear_probe, subset)
+from eobook.methods.fus_mae import patchify, unpatchify  # MAE patch order; shared with Chapter 2
 from eobook.nn import CrossAttention, sincos_pos_embed_2d, take_tokens
 
 #: The six pretraining modalities, in token order.
@@ -162,25 +163,6 @@ def visible_indices(visible: torch.Tensor) -> torch.Tensor:
     if not (flat.sum(1) == num_visible).all():
         raise ValueError("visible: every sample must have the same number of visible tokens")
     return (~flat).int().argsort(dim=1, stable=True)[:, :num_visible]
-
-
-# --------------------------------------------------------------------------------------------------
-# Patches
-# --------------------------------------------------------------------------------------------------
-def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """[B,C,H,W] -> [B, N, P*P*C] (row-major patches, pixels then channels within a patch, as MAE)."""
-    b, c, h, w = x.shape
-    gh, gw = h // patch_size, w // patch_size
-    x = x.reshape(b, c, gh, patch_size, gw, patch_size)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, patch_size ** 2 * c)
-
-
-def unpatchify(tokens: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
-    """[B, N, P*P*C] -> [B,C,H,W] for a square grid (the inverse of :func:`patchify`)."""
-    b, n, _ = tokens.shape
-    g = int(round(n ** 0.5))
-    x = tokens.reshape(b, g, g, patch_size, patch_size, channels)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, g * patch_size, g * patch_size)
 
 
 # --------------------------------------------------------------------------------------------------
