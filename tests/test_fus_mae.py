@@ -6,6 +6,7 @@ from torch.utils.data import Dataset
 
 from eobook.config import ConfigError, get_profile
 from eobook.methods import fus_mae as fm
+from eobook.runtime import DistInfo
 from eobook.train import TrainConfig, fit
 
 
@@ -22,8 +23,8 @@ def batch(b=4, size=16, seed=0):
 
 
 class Ctx:
-    def __init__(self, seed=0):
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self, seed=0, dist=DistInfo()):
+        self.generator, self.dist = torch.Generator().manual_seed(seed), dist
 
 
 def manual_cross_attention(ca: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -208,6 +209,20 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
         losses.append(out["loss"].item())
     assert losses[-1] < 0.8 * losses[0]
     assert all(p.grad is not None for n, p in model.named_parameters() if "xattn_decoder" in n or "patch_embed" in n)
+
+
+def test_ranks_mask_like_one_process_with_the_global_batch():
+    model = tiny_model()
+    images = batch(b=4)
+    one = model.sample_masks(4, torch.Generator().manual_seed(0))
+    for rank in (0, 1):
+        ctx = Ctx(seed=0, dist=DistInfo(rank=rank, world_size=2))
+        half = {m: x[2 * rank:2 * rank + 2] for m, x in images.items()}
+        seen = {}
+        model.losses = lambda imgs, masks: seen.update(masks) or {m: torch.zeros(()) for m in fm.MODALITIES}
+        model(half, ctx)
+        for m in fm.MODALITIES:
+            assert torch.equal(seen[m], one[m][2 * rank:2 * rank + 2])
 
 
 class FixedPairs(Dataset):

@@ -374,7 +374,11 @@ class FusMAE(nn.Module):
 
     def forward(self, batch: dict[str, Any], ctx) -> dict[str, torch.Tensor]:
         images = {m: batch[m] for m in MODALITIES}
-        masks = self.sample_masks(images["s1"].shape[0], ctx.generator)
+        b, rank = images["s1"].shape[0], ctx.dist.rank
+        # Masks are drawn for the global batch and each rank keeps its rows (the generator is seeded alike
+        # on all ranks), so N DDP processes mask exactly as one process with the same global batch does.
+        masks = self.sample_masks(b * ctx.dist.world_size, ctx.generator)
+        masks = {m: mask[rank * b:(rank + 1) * b] for m, mask in masks.items()}
         losses = self.losses(images, masks)
         return {"loss": sum(losses.values()), **{f"loss_{m}": v.detach() for m, v in losses.items()}}
 
