@@ -354,3 +354,44 @@ def test_profiles_validate_and_name_the_field():
         with pytest.raises(ConfigError, match=field):
             get_profile("softcon", "full", **bad)
     assert get_profile("softcon", "full", arch="resnet50", mask_ratio=0).arch == "resnet50"
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, queue) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    y = (torch.rand(8, 4, generator=g) < 0.5).float()
+    y[:, 0] = 1
+    local = slice(4 * rank, 4 * rank + 4)
+    q_local = q[local].clone().requires_grad_()
+    k_all, offset = sc.gather_with_grad(k[local])
+    y_all, _ = sc.gather_with_grad(y[local])
+    out = sc.softcon_loss(q_local, k_all, y[local], y_all, 0.2, lam=0.5, offset=offset)
+    out["loss"].backward()
+    queue.put((rank, float(out["loss"]), q_local.grad.tolist()))  # plain data: the worker exits
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_keys_gathered_over_two_ranks_give_the_single_process_loss(tmp_path):
+    """Two gloo ranks, each with half the anchors and the keys of all ranks, reproduce one process's loss
+    (mean over ranks) and its gradients."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "init"), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r, (loss, grad)) for r, loss, grad in (queue.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    y = (torch.rand(8, 4, generator=g) < 0.5).float()
+    y[:, 0] = 1
+    q.requires_grad_()
+    single = sc.softcon_loss(q, k, y, y, 0.2, lam=0.5)["loss"]
+    single.backward()
+    assert (results[0][0] + results[1][0]) / 2 == pytest.approx(float(single), rel=1e-5)
+    assert torch.allclose(torch.tensor(results[0][1] + results[1][1]) / 2, q.grad, atol=1e-6)
