@@ -157,14 +157,19 @@ def init_distributed(device: torch.device) -> DistInfo:
 # --------------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Any]:
+    """Open a temp file beside ``path`` for binary writing; on success fsync it and rename it to ``path``.
+
+    Readers see the old file or the whole new one, never a part: a run killed mid-write leaves at most
+    a ``.<name>.*.tmp`` file, which checkpoint listing ignores.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -173,26 +178,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_file(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through a temp file + fsync + rename (a kill mid-write leaves the old file intact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save`` through :func:`atomic_file` (a kill mid-write leaves the old checkpoint intact)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -372,13 +370,3 @@ def print_provenance(record: dict[str, Any], dtype: torch.dtype | None = None) -
     print(f"device: {record['device']} | precision: {dtype or 'fp32'} | threads: {record['torch_threads']}")
     params = record["parameters"]
     print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
-
-
-@contextlib.contextmanager
-def working_directory(path: str | os.PathLike) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
