@@ -256,7 +256,8 @@ def test_real_geobench_samples_go_through_the_same_reader_and_encoder():
     if real is None or not (real / "geobench" / "brick_kiln_v1.0").is_dir():
         pytest.skip("real GEO-Bench samples (../shared/data/real/geobench) are absent")
     ds = GeoBench(real / "geobench" / "brick_kiln_v1.0", split="train")
-    batch = torch.utils.data.default_collate([mm.ScalarLabels(ds)[i] for i in range(len(ds))])
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    assert batch["label"].shape == (len(ds),)  # single-class labels batch to [B]
     band_order = mm.geobench_band_codes(ds.bands)
     assert band_order == S2_L1C_BANDS and batch["s2"].shape[1:] == (13, 64, 64)
     inputs = mm.task_inputs(batch, band_order, mm.INPUT_SETS["rgb+ired+sired+eb"], SIZE)

@@ -481,22 +481,6 @@ class DownstreamTask:
     num_classes: int
 
 
-class ScalarLabels(Dataset):
-    """Class-id labels as 0-d tensors: readers hand single-label classes back as [1] tensors
-    (``np.ascontiguousarray`` turns 0-d arrays into 1-d), which batch to [B,1] instead of [B]."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = dict(self.dataset[index])
-        sample["label"] = sample["label"].reshape(())
-        return sample
-
-
 def load_task(root, name: str, max_train: int = 0, max_test: int = 0, seed: int = 0) -> DownstreamTask:
     """A GEO-Bench task (``<root>/GEO-Bench``) or EuroSAT-MS (``name="eurosat"``), capped to seeded random
     subsets of ``max_train`` / ``max_test`` samples (0 = all)."""
@@ -514,7 +498,7 @@ def load_task(root, name: str, max_train: int = 0, max_test: int = 0, seed: int 
     capped = []
     for ds, cap in ((train, max_train), (test, max_test)):
         ds = subset(ds, label_fraction_subset(len(ds), cap / len(ds), seed)) if 0 < cap < len(ds) else ds
-        capped.append(ScalarLabels(ds) if kind == "multiclass" else ds)
+        capped.append(ds)
     return DownstreamTask(name, capped[0], capped[1], tuple(band_order), kind, TASK_CLASSES[name])
 
 
