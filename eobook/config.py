@@ -38,7 +38,8 @@ class ChapterConfig:
     device: str = "auto"
     #: Mixed precision: "auto" (bf16 on CUDA, fp32 elsewhere), "off", "bf16" or "fp16" (CUDA only).
     amp: str = "auto"
-    #: Dataset root in its native format; "" means the embedded synthetic sample world.
+    #: Folder holding the datasets under their names (BigEarthNet-MM/, SSL4EO-S12/, MMEarth/, GEO-Bench/,
+    #: SEN12MS/, EuroSAT-MS/), each in its native format; "" means the embedded synthetic sample world.
     data_root: str = ""
     #: Which sample world to generate when ``data_root`` is "": "tiny" or "small".
     world_size: str = "tiny"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from eobook.config import ConfigError, get_profile
-from eobook.data import MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, GeoBench, MMEarth, real_data_root
+from eobook.data import MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, GeoBench, MMEarth, dataset_root, real_data_root
 from eobook.methods import multimae_eo as mm
 from eobook.train import TrainConfig, fit
 
@@ -45,7 +45,7 @@ def test_band_groups_index_the_mmearth_order_where_b8a_precedes_b08():
 
 def test_band_mapping_agrees_with_the_mmearth_reader():
     cfg = get_profile("multimae_eo", "tiny")
-    ds = MMEarth(mm.data_root(cfg) / "MMEarth" / cfg.mmearth_file, split="train", normalize=False)
+    ds = MMEarth(dataset_root(cfg) / "MMEarth" / cfg.mmearth_file, split="train", normalize=False)
     raw = torch.from_numpy(ds.raw_sample(0)["s2"])[None]
     sample, groups = ds[0], mm.split_s2(raw, MMEARTH_S2_BANDS)
     for m in mm.SPECTRAL_MODALITIES:
@@ -241,7 +241,7 @@ def test_segmentation_head_of_four_convnext_blocks_returns_logits_at_the_label_s
 
 def test_sample_world_tasks_give_scalar_class_ids_and_encoder_inputs():
     cfg = get_profile("multimae_eo", "tiny")
-    task = mm.load_task(mm.data_root(cfg), "m-eurosat", max_train=8, max_test=4)
+    task = mm.load_task(dataset_root(cfg), "m-eurosat", max_train=8, max_test=4)
     assert task.kind == "multiclass" and len(task.train) == 8 and len(task.test) == 4
     batch = torch.utils.data.default_collate([task.train[i] for i in range(4)])
     assert batch["label"].shape == (4,)

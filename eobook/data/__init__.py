@@ -4,8 +4,10 @@ Readers return dicts of tensors; see each class for keys, shapes and normalisati
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from typing import Any
 
 from .bands import (BEN19_CLASSES, BEN43_CLASSES, DFC_CLASSES, DW_CLASSES, EUROSAT_CLASSES, IGNORE_INDEX,
                     MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, S2_L2A_BANDS, WORLDCOVER_CLASSES)
@@ -28,7 +30,39 @@ def real_data_root() -> Path | None:
     return path if path.is_dir() else None
 
 
-__all__ = ["BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
+def dataset_root(cfg: Any, name: str | None = None) -> Path:
+    """Where a chapter reads its data: ``cfg.data_root`` (a folder holding the datasets under their names,
+    like the sample world) or the synthetic sample world of ``cfg.world_size`` / ``cfg.world_seed``.
+
+    With ``name`` (e.g. "BigEarthNet-MM") the dataset's own folder, which must exist.
+    """
+    root = Path(cfg.data_root) if cfg.data_root else ensure_sample_world(cfg.world_size, cfg.world_seed)
+    if name is None:
+        return root
+    folder = root / name
+    if not folder.exists():
+        raise DataError(folder, f"no {name} dataset here (data_root holds the datasets under their names)")
+    return folder
+
+
+@functools.lru_cache(maxsize=16)
+def _read_all(reader: str, root: str, kwargs: tuple) -> tuple[dict[str, Any], ...]:
+    dataset = READERS[reader](root, **dict(kwargs))
+    return tuple(dataset[i] for i in range(len(dataset)))
+
+
+def read_into_memory(reader: str, root: str | os.PathLike, **kwargs: Any) -> list[dict[str, Any]]:
+    """All samples of ``READERS[reader](root, **kwargs)``, read once per process and kept in memory.
+
+    For the small sample worlds only (each GeoTIFF is decoded once instead of once per epoch and per
+    evaluation); real datasets go through the readers or the packed store.
+    """
+    if reader not in READERS:
+        raise ValueError(f"reader: expected one of {sorted(READERS)}, got {reader!r}")
+    return list(_read_all(reader, str(root), tuple(sorted(kwargs.items()))))
+
+
+__all__ = ["dataset_root", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
            "MMEARTH_S2_BANDS", "MODALITY_BANDS", "S2_L1C_BANDS", "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "READERS",
            "DataError", "BigEarthNetMM", "EuroSATMS", "GeoBench", "MMEarth", "SEN12MS", "SSL4EOS12",
            "ensure_sample_world", "real_data_root"]

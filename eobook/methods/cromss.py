@@ -383,22 +383,12 @@ class CromSS(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # Pretraining entry point (eobook.train.pretrain)
 # --------------------------------------------------------------------------------------------------
-def noisy_label_dataset(cfg: Any, split_root=None):
+def noisy_label_dataset(cfg: Any):
     """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks."""
-    from ..data import SSL4EOS12
+    from ..data import SSL4EOS12, dataset_root
 
-    return SSL4EOS12(_ssl4eo_root(cfg) if split_root is None else split_root, modalities=("s1", "s2c"),
-                     seasons="all", dw_labels=True, seed=cfg.seed)
-
-
-def _ssl4eo_root(cfg: Any):
-    from pathlib import Path
-
-    if cfg.data_root:
-        return Path(cfg.data_root)
-    from ..data import ensure_sample_world
-
-    return ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed) / "SSL4EO-S12"
+    return SSL4EOS12(dataset_root(cfg, "SSL4EO-S12"), modalities=("s1", "s2c"), seasons="all", dw_labels=True,
+                     seed=cfg.seed)
 
 
 def build_module(cfg: Any) -> CromSS:
@@ -483,10 +473,9 @@ def downstream_datasets(cfg: Any):
     ``cfg.downstream_root`` is the DFC2020 / SEN12MS folder; "" = the sample world's."""
     from pathlib import Path
 
-    from ..data import SEN12MS, ensure_sample_world
+    from ..data import SEN12MS, dataset_root
 
-    root = Path(cfg.downstream_root) if cfg.downstream_root else ensure_sample_world(
-        size=cfg.world_size, seed=cfg.world_seed) / "SEN12MS"
+    root = Path(cfg.downstream_root) if cfg.downstream_root else dataset_root(cfg, "SEN12MS")
     return SEN12MS(root, split="train"), SEN12MS(root, split="test")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -483,30 +482,12 @@ def model_meta(cfg: Any) -> dict[str, Any]:
             "head_bottleneck_dim": cfg.head_bottleneck_dim, "n_local_crops": cfg.n_local_crops}
 
 
-def bigearthnet_root(cfg: Any) -> Path:
-    """BigEarthNet-MM folder: ``cfg.data_root`` or the synthetic sample world's copy."""
-    if cfg.data_root:
-        return Path(cfg.data_root)
-    from ..data import ensure_sample_world
-
-    return Path(ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed)) / "BigEarthNet-MM"
-
-
-@lru_cache(maxsize=4)
-def _read_split(root: str, split: str) -> tuple[dict[str, torch.Tensor], ...]:
-    from ..data import BigEarthNetMM
-
-    dataset = BigEarthNetMM(root, split=split)
-    return tuple({k: v for k, v in dataset[i].items() if k in ("s2", "s1", "label")} for i in range(len(dataset)))
-
-
 def bigearthnet(cfg: Any, split: str) -> Dataset:
     """BigEarthNet-MM ``split``; with ``cfg.cache_data`` read once per process and kept in memory."""
-    if cfg.cache_data:
-        return list(_read_split(str(bigearthnet_root(cfg)), split))
-    from ..data import BigEarthNetMM
+    from ..data import BigEarthNetMM, dataset_root, read_into_memory
 
-    return BigEarthNetMM(bigearthnet_root(cfg), split=split)
+    root = dataset_root(cfg, "BigEarthNet-MM")
+    return read_into_memory("BigEarthNetMM", root, split=split) if cfg.cache_data else BigEarthNetMM(root, split=split)
 
 
 def build_pretraining(cfg: Any) -> tuple[DINOMM, Dataset, None, dict[str, Any]]:

@@ -30,7 +30,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from eobook.data import IGNORE_INDEX, EuroSATMS, GeoBench, MMEarth, ensure_sample_world
+from eobook.data import IGNORE_INDEX, EuroSATMS, GeoBench, MMEarth, dataset_root
 from eobook.data.bands import GEOBENCH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, WORLDCOVER_CLASSES
 from eobook.evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset,
                              linear_probe, subset)
@@ -382,9 +382,6 @@ def predictions_to_images(modality: str, pred: torch.Tensor, patch_size: int) ->
 # --------------------------------------------------------------------------------------------------
 # Pretraining entry point (eobook.train.pretrain)
 # --------------------------------------------------------------------------------------------------
-def data_root(cfg) -> Path:
-    """The dataset root: ``cfg.data_root`` or the sample world of ``cfg.world_size``."""
-    return Path(cfg.data_root) if cfg.data_root else ensure_sample_world(cfg.world_size, cfg.world_seed)
 
 
 def build_model(cfg) -> MultiMAE:
@@ -402,7 +399,7 @@ def model_meta(cfg) -> dict[str, Any]:
 
 def build_pretraining(cfg):
     """(module, MMEarth train split, default collate, meta) for :func:`eobook.train.pretrain`."""
-    dataset = MMEarth(data_root(cfg) / "MMEarth" / cfg.mmearth_file, modalities=MODALITIES, split="train")
+    dataset = MMEarth(dataset_root(cfg) / "MMEarth" / cfg.mmearth_file, modalities=MODALITIES, split="train")
     return build_model(cfg), dataset, None, model_meta(cfg)
 
 
@@ -556,7 +553,7 @@ def evaluate_downstream(encoders: dict[str, MultiMAEEncoder], cfg, device: torch
     Returns (a list of result rows {"task", "input_set", "protocol", "init", "metric", "value"}, the
     end-to-end segmentation models by (task, input_set, init) for figures).
     """
-    root = data_root(cfg)
+    root = dataset_root(cfg)
     rows, seg_models = [], {}
     for name in (*cfg.classification_tasks, *cfg.segmentation_tasks):
         task = load_task(root, name, cfg.eval_max_train, cfg.eval_max_test, cfg.seed)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -508,32 +507,13 @@ def create_backbone(cfg: Any) -> Backbone:
     return backbone
 
 
-def sample_world_root(cfg: Any) -> Path:
-    """``cfg.data_root`` or the synthetic sample world of ``cfg.world_size``."""
-    if cfg.data_root:
-        return Path(cfg.data_root)
-    from ..data import ensure_sample_world
-
-    return Path(ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed))
-
-
-@functools.lru_cache(maxsize=8)
-def _read_all(reader: str, root: str, **kwargs: Any) -> tuple[dict[str, Any], ...]:
-    from .. import data
-
-    dataset = getattr(data, reader)(root, **kwargs)
-    return tuple(dataset[i] for i in range(len(dataset)))
-
-
 def load_dataset(cfg: Any, reader: str, folder: str, **kwargs: Any):
-    """A reader of ``eobook.data`` on ``<root>/<folder>``; with ``cfg.cache_data`` read once per process and
-    kept in memory (the sample world is small; the lambda ablation re-uses the same samples)."""
+    """A reader of ``eobook.data`` on ``<data root>/<folder>``; with ``cfg.cache_data`` read once per process
+    and kept in memory (the sample world is small; the lambda ablation re-uses the same samples)."""
     from .. import data
 
-    root = str(sample_world_root(cfg) / folder)
-    if cfg.cache_data:
-        return list(_read_all(reader, root, **kwargs))
-    return getattr(data, reader)(root, **kwargs)
+    root = data.dataset_root(cfg, folder)
+    return data.read_into_memory(reader, root, **kwargs) if cfg.cache_data else data.READERS[reader](root, **kwargs)
 
 
 def build_pretraining(cfg: Any) -> tuple[SoftCon, Any, None, dict[str, Any]]:
