@@ -51,7 +51,7 @@ def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp:
     """One chapter's training step at one size: runs in a fresh process (see ``main``)."""
     from eobook.config import get_profile
     from eobook.runtime import DistInfo, amp_dtype, autocast, choose_device
-    from eobook.train import StepContext, build_optimizer, default_param_groups, TrainConfig, _to_device
+    from eobook.train import StepContext, build_optimizer, default_param_groups, _to_device
     import importlib
 
     profile = "tiny" if size == "tiny" else "full"
@@ -64,9 +64,8 @@ def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp:
         module.to(memory_format=torch.channels_last)
     samples = [dataset[i % len(dataset)] for i in range(batch)]
     batch_data = _to_device((collate or torch.utils.data.default_collate)(samples), dev)
-    tcfg = TrainConfig.from_profile(cfg)
     groups = module.param_groups(cfg.weight_decay) if hasattr(module, "param_groups") else default_param_groups(module, cfg.weight_decay)
-    optimizer = build_optimizer(groups, tcfg)
+    optimizer = build_optimizer(groups, cfg)
     step_fn = torch.compile(module) if compile_ else module
     generator = torch.Generator().manual_seed(0)
     total = max(steps, 1) * 10

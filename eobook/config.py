@@ -14,7 +14,9 @@ import json
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
+
+from .train import TrainConfig
 
 PROFILE_NAMES = ("tiny", "small", "full")
 
@@ -27,17 +29,12 @@ class ConfigError(ValueError):
 # Fields every chapter shares: run, data and optimisation settings read by eobook.train.fit
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ChapterConfig:
-    """Settings every chapter has. Subclasses add the method's own fields."""
+class ChapterConfig(TrainConfig):
+    """Settings every chapter has: the training loop's (:class:`eobook.train.TrainConfig`) and the run's.
+    Subclasses add the method's own fields."""
 
-    #: Seed for Python, NumPy and torch; the sample world uses its own ``world_seed``.
-    seed: int = 0
     #: Bitwise-repeatable kernels (slower on GPU).
     deterministic: bool = False
-    #: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
-    device: str = "auto"
-    #: Mixed precision: "auto" (bf16 on CUDA, fp32 elsewhere), "off", "bf16" or "fp16" (CUDA only).
-    amp: str = "auto"
     #: Folder holding the datasets under their names (BigEarthNet-MM/, SSL4EO-S12/, MMEarth/, GEO-Bench/,
     #: SEN12MS/, EuroSAT-MS/), each in its native format; "" means the embedded synthetic sample world.
     data_root: str = ""
@@ -45,42 +42,13 @@ class ChapterConfig:
     world_size: str = "tiny"
     #: Seed of the sample world.
     world_seed: int = 0
-    #: DataLoader worker processes.
-    num_workers: int = 0
-    #: Pretraining epochs.
-    epochs: int = 1
-    #: Global batch size (split across DDP ranks).
-    batch_size: int = 8
-    #: Cap on optimiser steps per epoch (0 = the whole dataset); tiny profiles use it.
-    max_steps_per_epoch: int = 0
-    #: "adamw", "adam" or "sgd".
-    optimizer: str = "adamw"
-    #: Peak learning rate after warm-up (already scaled for the batch size where the paper scales it).
-    lr: float = 1e-3
-    #: Final learning rate of the cosine schedule.
-    min_lr: float = 0.0
-    #: Linear warm-up length in epochs (fractions allowed).
-    warmup_epochs: float = 0.0
-    #: "cosine" (per-step warm-up + cosine), "constant" or "plateau" (ReduceLROnPlateau per epoch).
-    lr_schedule: str = "cosine"
-    #: Weight decay at the start; ``weight_decay_end`` at the end (cosine), equal for a constant value.
-    weight_decay: float = 0.0
-    weight_decay_end: float | None = None
-    #: SGD momentum (ignored by Adam/AdamW).
-    momentum: float = 0.9
-    #: AdamW/Adam betas.
-    betas: tuple[float, float] = (0.9, 0.999)
-    #: Clip the global gradient norm to this value (0 = off).
-    grad_clip: float = 0.0
-    #: Write a checkpoint every this many optimiser steps (0 = only at the end).
-    checkpoint_every: int = 0
-    #: Print a log line every this many steps.
-    log_every: int = 10
 
     def __post_init__(self) -> None:
-        check_positive(self, "epochs", "batch_size", "log_every")
+        check_positive(self, "epochs", "batch_size", "keep_checkpoints", "plateau_patience")
         check_non_negative(self, "seed", "world_seed", "num_workers", "max_steps_per_epoch", "lr", "min_lr",
-                           "warmup_epochs", "weight_decay", "grad_clip", "checkpoint_every")
+                           "warmup_epochs", "weight_decay", "grad_clip", "checkpoint_every", "log_every")
+        check_range(self, "plateau_factor", 0.0, 1.0, low_open=True, high_open=True)
+        check_choice(self, "progress", ("auto", "on", "off"))
         check_choice(self, "optimizer", ("adamw", "adam", "sgd"))
         check_choice(self, "lr_schedule", ("cosine", "constant", "plateau"))
         check_choice(self, "amp", ("auto", "off", "bf16", "fp16"))
@@ -728,9 +696,8 @@ class CromSSConfig(ChapterConfig):
     crop_size: int = 256
     flip_prob: float = 0.5
     rotate_prob: float = 0.2
-    #: ReduceLROnPlateau (lr_schedule="plateau"): epochs without improvement, lr factor.
+    #: ReduceLROnPlateau (lr_schedule="plateau"): patience 30 epochs, factor 0.5 (NOTES.md).
     plateau_patience: int = 30
-    plateau_factor: float = 0.5
     #: Also pretrain the single-modal S2 baseline (Table V, Fig. 8 c-d) beside the CromSS run.
     pretrain_baseline: bool = True
     #: Downstream (clean labels): "pspnet" (DFC2020), "deeplabv3plus" (SSL4EO-S12@DW) or "fpn" (@OSM).
@@ -761,11 +728,10 @@ class CromSSConfig(ChapterConfig):
         check_range(self, "mu", 0.0, 1.0)
         check_range(self, "flip_prob", 0.0, 1.0)
         check_range(self, "rotate_prob", 0.0, 1.0)
-        check_range(self, "plateau_factor", 0.0, 1.0, low_open=True, high_open=True)
         check_positive(self, "num_classes", "crop_size", "downstream_epochs", "downstream_lr",
                        "downstream_batch_size", "downstream_seeds", "downstream_decoder_channels", "downstream_classes",
                        "pca_pixels_per_image")
-        check_non_negative(self, "rampup_epochs", "smoothing_sigma", "plateau_patience")
+        check_non_negative(self, "rampup_epochs", "smoothing_sigma")
         if self.beta + self.mu > 1:
             raise ConfigError(f"beta, mu: expected beta + mu <= 1, got {self.beta} + {self.mu}")
         if len(self.decoder_channels) != self.encoder_depth:

@@ -92,43 +92,54 @@ def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainConfig:
-    """What the loop needs; :meth:`from_profile` reads these fields from a chapter profile by name."""
+    """What the loop needs. Every chapter profile (:class:`eobook.config.ChapterConfig`) is one, with
+    validation and the method's own fields added."""
 
-    epochs: int = 1
-    batch_size: int = 8
-    max_steps_per_epoch: int = 0
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    min_lr: float = 0.0
-    warmup_epochs: float = 0.0
-    lr_schedule: str = "cosine"
-    weight_decay: float = 0.0
-    weight_decay_end: float | None = None
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.0
-    checkpoint_every: int = 0
-    log_every: int = 10
-    num_workers: int = 0
+    #: Seed for Python, NumPy and torch (and the step generator, :meth:`StepContext.rand`).
     seed: int = 0
+    #: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
     device: str = "auto"
+    #: Mixed precision: "auto" (bf16 on CUDA, fp32 elsewhere), "off", "bf16" or "fp16" (CUDA only).
     amp: str = "auto"
-    #: ReduceLROnPlateau settings (lr_schedule="plateau").
+    #: DataLoader worker processes.
+    num_workers: int = 0
+    #: Pretraining epochs.
+    epochs: int = 1
+    #: Global batch size (split across DDP ranks).
+    batch_size: int = 8
+    #: Cap on optimiser steps per epoch (0 = the whole dataset); tiny profiles use it.
+    max_steps_per_epoch: int = 0
+    #: "adamw", "adam" or "sgd".
+    optimizer: str = "adamw"
+    #: Peak learning rate after warm-up (already scaled for the batch size where the paper scales it).
+    lr: float = 1e-3
+    #: Final learning rate of the cosine schedule.
+    min_lr: float = 0.0
+    #: Linear warm-up length in epochs (fractions allowed).
+    warmup_epochs: float = 0.0
+    #: "cosine" (per-step warm-up + cosine), "constant" or "plateau" (ReduceLROnPlateau per epoch).
+    lr_schedule: str = "cosine"
+    #: ReduceLROnPlateau (lr_schedule="plateau"): epochs without improvement, and the lr factor.
     plateau_patience: int = 10
     plateau_factor: float = 0.5
+    #: Weight decay at the start; ``weight_decay_end`` at the end (cosine), None for a constant value.
+    weight_decay: float = 0.0
+    weight_decay_end: float | None = None
+    #: SGD momentum (ignored by Adam/AdamW).
+    momentum: float = 0.9
+    #: AdamW/Adam betas.
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: Clip the global gradient norm to this value (0 = off).
+    grad_clip: float = 0.0
+    #: Write a checkpoint every this many optimiser steps (0 = only at the end); keep the newest few.
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    #: Print a log line every this many steps (0 = never).
+    log_every: int = 10
     #: Progress bar: "auto" (only on a terminal), "on" or "off".
     progress: str = "auto"
-    #: Keep this many newest checkpoints.
-    keep_checkpoints: int = 2
     #: Convert BatchNorm to SyncBatchNorm under DDP.
     sync_batchnorm: bool = False
-
-    @classmethod
-    def from_profile(cls, profile: Any, **extra: Any) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {n: getattr(profile, n) for n in names if hasattr(profile, n)}
-        values.update(extra)
-        return cls(**values)
 
 
 @dataclass
@@ -587,6 +598,6 @@ def pretrain(chapter: str, cfg: Any, out_dir: str | os.PathLike | None, **fit_kw
     methods = importlib.import_module(f"eobook.methods.{chapter}")
     module, dataset, collate_fn, meta = methods.build_pretraining(cfg)
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir is not None else None
-    result = fit(module, dataset, TrainConfig.from_profile(cfg), checkpoint_dir=ckpt_dir,
+    result = fit(module, dataset, cfg, checkpoint_dir=ckpt_dir,
                  checkpoint_meta={"chapter": chapter, **meta}, collate_fn=collate_fn, **fit_kwargs)
     return module, result

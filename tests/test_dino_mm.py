@@ -1,6 +1,7 @@
 """Tests of DINO-MM (Wang et al., 2022): RandomSensorDrop, multi-crop, DINO loss and centre, EMA, training."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from eobook.config import ConfigError, get_profile
 from eobook.methods import dino_mm as D
 from eobook.runtime import DistInfo
-from eobook.train import StepContext, TrainConfig, fit
+from eobook.train import StepContext, fit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -244,7 +245,7 @@ class FakeBEN(torch.utils.data.Dataset):
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = tiny_cfg(epochs=2, batch_size=4, global_crop_size=16, local_crop_size=8, img_size=16,
                    eval_crop_size=16, out_dim=32)
-    train = TrainConfig.from_profile(cfg, log_every=100)
+    train = dataclasses.replace(cfg, log_every=100)
 
     def run(folder, stop=None):
         torch.manual_seed(0)
