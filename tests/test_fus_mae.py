@@ -76,17 +76,6 @@ def test_mask_to_keep_returns_the_sorted_visible_indices():
 
 
 # ---------------------------------------------------------------------------------------------- patches and loss
-def test_patchify_orders_pixels_like_mae_and_unpatchify_inverts_it():
-    images = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4)
-    patches = fm.patchify(images, 2)
-    assert patches.shape == (1, 4, 8)
-    # first patch: pixels (0,0),(0,1),(1,0),(1,1), channels interleaved last
-    assert patches[0, 0].tolist() == [0, 16, 1, 17, 4, 20, 5, 21]
-    assert torch.equal(fm.unpatchify(patches, 2, 2), images)
-    with pytest.raises(ValueError, match="patch_size"):
-        fm.patchify(torch.zeros(1, 1, 5, 4), 2)
-
-
 def test_masked_mse_loss_matches_hand_computation():
     pred = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [2.0, 0.0]]])
     target = torch.tensor([[[0.0, 0.0], [5.0, 5.0], [0.0, 0.0]]])

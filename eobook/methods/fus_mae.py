@@ -18,7 +18,6 @@ size, features for evaluation, ...) is stated here and in the chapter's Deviatio
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -30,7 +29,7 @@ from torch.utils.data import Dataset
 
 from ..evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset, linear_probe,
                         subset)
-from ..nn import CrossAttention, random_keep_indices, sincos_pos_embed_2d, take_tokens
+from ..nn import CrossAttention, patchify, random_keep_indices, sincos_pos_embed_2d, take_tokens, unpatchify
 
 #: The two modalities in the paper's order: I_1 = SAR (Sentinel-1), I_2 = optical (Sentinel-2).
 MODALITIES = ("s1", "s2")
@@ -105,25 +104,6 @@ def mask_to_keep(mask: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # Patches
 # --------------------------------------------------------------------------------------------------
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """[B,C,H,W] -> [B, N, P*P*C] (row-major patches, MAE's ordering of pixels within a patch)."""
-    b, c, h, w = images.shape
-    if h % patch_size or w % patch_size:
-        raise ValueError(f"images: size {h}x{w} is not a multiple of patch_size {patch_size}")
-    x = images.reshape(b, c, h // patch_size, patch_size, w // patch_size, patch_size)
-    return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // patch_size) * (w // patch_size), -1)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
-    """[B, N, P*P*C] -> [B,C,H,W] for a square grid of N patches (inverse of :func:`patchify`)."""
-    b, n, _ = patches.shape
-    grid = int(round(n ** 0.5))
-    if grid * grid != n:
-        raise ValueError(f"patches: {n} patches do not form a square grid")
-    x = patches.reshape(b, grid, grid, patch_size, patch_size, channels)
-    return torch.einsum("bhwpqc->bchpwq", x).reshape(b, channels, grid * patch_size, grid * patch_size)
-
-
 def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the masked patches only (Sec. 3.2).
 
@@ -440,27 +420,18 @@ class PairedPatches(Dataset):
         img_size: S, side in pixels (bilinear, antialiased).
         s2_bands: indices of the S2 bands to keep (SEN12MS has 13 L1C bands: drop B10 to match BigEarthNet).
         label_key: the base sample's label entry, returned as "label".
-        cache: keep each prepared sample in memory after its first read (small sample worlds only: each
-            GeoTIFF patch is then decoded once instead of once per epoch and evaluation).
     """
 
-    def __init__(self, base: Dataset, img_size: int, s2_bands: list[int] | None = None, label_key: str = "label",
-                 cache: bool = False):
+    def __init__(self, base: Dataset, img_size: int, s2_bands: list[int] | None = None, label_key: str = "label"):
         self.base, self.img_size, self.s2_bands, self.label_key = base, img_size, s2_bands, label_key
-        self.cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if self.cache is not None and index in self.cache:
-            return self.cache[index]
         sample = self.base[index]
         s2 = sample["s2"] if self.s2_bands is None else sample["s2"][self.s2_bands]
-        out = {"s1": self._resize(sample["s1"]), "s2": self._resize(s2), "label": sample[self.label_key]}
-        if self.cache is not None:
-            self.cache[index] = out
-        return out
+        return {"s1": self._resize(sample["s1"]), "s2": self._resize(s2), "label": sample[self.label_key]}
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == self.img_size and x.shape[-2] == self.img_size:
@@ -469,28 +440,23 @@ class PairedPatches(Dataset):
                              align_corners=False, antialias=True)[0]
 
 
-def data_root(cfg) -> Path:
-    """The folder holding ``BigEarthNet-MM/`` and ``SEN12MS/``: ``cfg.data_root`` or the sample world."""
-    if cfg.data_root:
-        return Path(cfg.data_root)
-    from ..data import ensure_sample_world
-    return Path(ensure_sample_world(size=cfg.world_size, seed=cfg.world_seed))
+def read(cfg, reader: str, folder: str, split: str) -> Dataset:
+    """``eobook.data.<reader>`` on ``<data root>/<folder>``; kept in memory with ``cfg.cache_data``."""
+    from .. import data
+    root = data.dataset_root(cfg, folder)
+    return data.read_into_memory(reader, root, split=split) if cfg.cache_data else data.READERS[reader](root, split=split)
 
 
 def bigearthnet(cfg, split: str) -> PairedPatches:
     """BigEarthNet-MM ``split`` at the model's input size (labels: 19-class multi-hot)."""
-    from ..data import BigEarthNetMM
-    return PairedPatches(BigEarthNetMM(data_root(cfg) / "BigEarthNet-MM", split=split), cfg.img_size,
-                         cache=cfg.cache_data)
+    return PairedPatches(read(cfg, "BigEarthNetMM", "BigEarthNet-MM", split), cfg.img_size)
 
 
 def sen12ms(cfg, split: str) -> PairedPatches:
     """SEN12MS scene classification ``split`` (label: majority class, -1 if unlabelled; S2 without B10)."""
-    from ..data import SEN12MS
     from ..data.bands import S2_L1C_BANDS, S2_L2A_BANDS
     bands = [S2_L1C_BANDS.index(b) for b in S2_L2A_BANDS]
-    return PairedPatches(SEN12MS(data_root(cfg) / "SEN12MS", split=split), cfg.img_size, s2_bands=bands,
-                         label_key="label_scene", cache=cfg.cache_data)
+    return PairedPatches(read(cfg, "SEN12MS", "SEN12MS", split), cfg.img_size, s2_bands=bands, label_key="label_scene")
 
 
 # --------------------------------------------------------------------------------------------------

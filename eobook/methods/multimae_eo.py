@@ -34,8 +34,7 @@ from eobook.data import IGNORE_INDEX, EuroSATMS, GeoBench, MMEarth, dataset_root
 from eobook.data.bands import GEOBENCH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, WORLDCOVER_CLASSES
 from eobook.evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset,
                              linear_probe, subset)
-from eobook.methods.fus_mae import patchify, unpatchify  # MAE patch order; shared with Chapter 2
-from eobook.nn import CrossAttention, sincos_pos_embed_2d, take_tokens
+from eobook.nn import CrossAttention, patchify, sincos_pos_embed_2d, take_tokens, unpatchify
 
 #: The six pretraining modalities, in token order.
 MODALITIES = ("rgb", "ired", "sired", "eb", "depth", "seg")

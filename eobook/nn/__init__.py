@@ -1,6 +1,6 @@
 """Building blocks shared by the methods, over timm and segmentation-models-pytorch."""
-from .vit import (VIT_SIZES, CrossAttention, create_vit, encode_visible, last_blocks_cls, patch_tokens,
-                  random_keep_indices, sincos_pos_embed_2d, take_tokens)
+from .vit import (VIT_SIZES, CrossAttention, create_vit, encode_visible, last_blocks_cls, patch_tokens, patchify,
+                  random_keep_indices, sincos_pos_embed_2d, take_tokens, unpatchify)
 
-__all__ = ["VIT_SIZES", "CrossAttention", "create_vit", "encode_visible", "last_blocks_cls", "patch_tokens",
-           "random_keep_indices", "sincos_pos_embed_2d", "take_tokens"]
+__all__ = ["VIT_SIZES", "CrossAttention", "create_vit", "encode_visible", "last_blocks_cls", "patch_tokens", "patchify",
+           "random_keep_indices", "sincos_pos_embed_2d", "take_tokens", "unpatchify"]

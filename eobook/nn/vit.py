@@ -86,6 +86,25 @@ def random_keep_indices(batch_size: int, num_tokens: int, num_keep: int, generat
     return noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values.to(device)
 
 
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[B,C,H,W] -> [B, N, P*P*C] (row-major patches, MAE's ordering of pixels within a patch)."""
+    b, c, h, w = images.shape
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"images: size {h}x{w} is not a multiple of patch_size {patch_size}")
+    x = images.reshape(b, c, h // patch_size, patch_size, w // patch_size, patch_size)
+    return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // patch_size) * (w // patch_size), -1)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
+    """[B, N, P*P*C] -> [B,C,H,W] for a square grid of N patches (inverse of :func:`patchify`)."""
+    b, n, _ = patches.shape
+    grid = int(round(n ** 0.5))
+    if grid * grid != n:
+        raise ValueError(f"patches: {n} patches do not form a square grid")
+    x = patches.reshape(b, grid, grid, patch_size, patch_size, channels)
+    return torch.einsum("bhwpqc->bchpwq", x).reshape(b, channels, grid * patch_size, grid * patch_size)
+
+
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """Fixed 2D sine-cosine positional embedding [grid_h*grid_w, dim] (MAE, MultiMAE).
 
