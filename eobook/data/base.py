@@ -29,6 +29,11 @@ class DataError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+#: What h5py raises on damaged files and objects (besides OSError it surfaces HDF5 errors as KeyError,
+#: ValueError, RuntimeError or TypeError); readers turn these into a DataError naming the file.
+HDF5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
+
+
 def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error: expected one of {ON_ERROR}, got {on_error!r}")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .bands import GEOBENCH_S2_BANDS
-from .base import DataError, EODataset, check_values, read_json, require_size, to_tensors
+from .base import HDF5_ERRORS, DataError, EODataset, check_values, read_json, require_size, to_tensors
 from .transforms import standardize
 
 _SPLIT_NAME = {"train": "train", "val": "valid", "valid": "valid", "test": "test"}
@@ -153,8 +153,10 @@ class GeoBench(EODataset):
                     label = self.sidecar_labels[name]
                 else:
                     label = read_pickled_label(path, f.attrs)
-        except OSError as err:
-            raise DataError(path, f"unreadable or corrupt HDF5 ({err})") from None
+        except DataError:
+            raise
+        except HDF5_ERRORS as err:
+            raise DataError(path, f"unreadable or corrupt HDF5 ({type(err).__name__}: {err})") from None
         require_size(path, s2, self.size)
         check_values(path, s2)
         label = np.asarray(label)

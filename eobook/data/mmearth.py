@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .bands import MMEARTH_S2_BANDS, MODALITY_BANDS, WORLDCOVER_CODES, WORLDCOVER_NODATA_CLASS
-from .base import DataError, EODataset, check_values, read_json, require_size, to_tensors
+from .base import HDF5_ERRORS, DataError, EODataset, check_values, read_json, require_size, to_tensors
 from .transforms import standardize
 
 MODALITIES = ("rgb", "ired", "sired", "eb", "depth", "seg")
@@ -102,7 +102,7 @@ class MMEarth(EODataset):
         if self._file is None or self._pid != os.getpid():
             try:
                 self._file = h5py.File(self.path, "r")
-            except OSError as err:
+            except HDF5_ERRORS as err:
                 raise DataError(self.path, f"unreadable or corrupt HDF5 ({err})") from None
             self._pid = os.getpid()
             for name in ("sentinel2", "aster", "esa_worldcover", "metadata"):
@@ -124,8 +124,8 @@ class MMEarth(EODataset):
             elevation = f["aster"][row, :1].astype(np.float32)   # [1, H, W]
             worldcover = f["esa_worldcover"][row, 0]             # [H, W]
             tile = f["metadata"][row]
-        except (OSError, IndexError) as err:
-            raise DataError(where, f"unreadable row ({err})") from None
+        except HDF5_ERRORS as err:
+            raise DataError(where, f"unreadable row ({type(err).__name__}: {err})") from None
         tile = tile.decode() if isinstance(tile, bytes) else str(tile)
         if s2.shape[0] != len(MMEARTH_S2_BANDS):
             raise DataError(where, f"sentinel2 has {s2.shape[0]} bands, expected {len(MMEARTH_S2_BANDS)}")
