@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .runtime import DistInfo, amp_dtype, atomic_torch_save, autocast, choose_device, init_distributed
+from .runtime import (DistInfo, amp_dtype, atomic_torch_save, autocast, choose_device, init_distributed,
+                      require_free_disk)
 
 CHECKPOINT_PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 
@@ -457,6 +458,7 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
                  "plateau": plateau.state_dict() if plateau is not None else None, "step": step,
                  "rng": _rng_state(generator), "meta": checkpoint_meta or {},
                  "config": dataclasses.asdict(cfg)}
+        require_free_disk(ckpt_dir, 2 * _state_bytes(state))  # the new file, with room to spare
         path = atomic_torch_save(state, ckpt_dir / f"ckpt-{step:08d}.pt")
         for old in list_checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)
@@ -553,6 +555,17 @@ def _apply_schedules(optimizer: torch.optim.Optimizer, lr_values: np.ndarray, wd
         if group.get("apply_wd_schedule", True):
             group["weight_decay"] = wd
     return float(optimizer.param_groups[0]["lr"]), wd
+
+
+def _state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint state."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

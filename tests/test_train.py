@@ -166,3 +166,14 @@ def test_fit_tells_the_dataset_each_epoch():
     data = EpochAware()
     fit(Regressor(), data, config(epochs=3), log=lambda _: None)
     assert data.seen == [0, 1, 2]
+
+
+def test_checkpoint_refused_when_the_disk_is_full(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(OSError, match="needs .* GiB free, the disk has 0.00 GiB"):
+        train(tmp_path)
+    assert list_checkpoints(tmp_path) == []
