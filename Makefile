@@ -8,7 +8,6 @@ STAMP   := $(VENV)/.eobook-installed
 RUNS    := _build/runs/book
 export EOBOOK_DATA_DIR := $(CURDIR)/data/sample
 export HF_HUB_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: book test setup data lab lock clean

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import runpy
@@ -84,13 +85,18 @@ def run_chapter(chapter: str, profile: str, folder: Path, overrides: dict[str, s
     (folder / "FAILED").unlink(missing_ok=True)
     notebook = NOTEBOOK_DIR / get_chapter(chapter).notebook
     executed = folder / notebook.name
-    os.environ["EOBOOK_COMMAND"] = json.dumps([sys.executable, "-m", "eobook", *sys.argv[1:]])
+    # The kernel inherits this environment: the command for its provenance record, and an inline
+    # matplotlib backend so that figures land in the executed notebook (and the book) even where
+    # MPLBACKEND names a non-interactive backend such as Agg, which draws nothing into cell outputs.
+    kernel_env = {"EOBOOK_COMMAND": json.dumps([sys.executable, "-m", "eobook", *sys.argv[1:]]),
+                  "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     print(f"[{chapter}] profile={profile} -> {folder}")
     try:
-        papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
-                                   parameters={"profile": profile, "out_dir": str(folder.resolve()),
-                                               "overrides": overrides},
-                                   progress_bar=False, log_output=False)
+        with environment(kernel_env):
+            papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
+                                       parameters={"profile": profile, "out_dir": str(folder.resolve()),
+                                                   "overrides": overrides},
+                                       progress_bar=False, log_output=False)
     except Exception as err:  # papermill raises PapermillExecutionError with the failing cell
         mark_failed(folder, err)
         print(f"[{chapter}] FAILED: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}\n"
@@ -102,6 +108,21 @@ def run_chapter(chapter: str, profile: str, folder: Path, overrides: dict[str, s
         return False
     print(f"[{chapter}] done: {folder / 'metrics.json'}")
     return True
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """Set environment variables for the duration of the block, then restore the old ones."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def mark_failed(folder: Path, err: BaseException) -> None:

@@ -1,5 +1,6 @@
 """`python -m eobook`: argument errors, and Papermill runs that fail, keep going, skip and force."""
 import json
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,9 @@ from eobook.runtime import RunFolder
 cfg = apply_overrides(ChapterConfig(), overrides)
 folder = RunFolder(out_dir)
 folder.log_metrics(epochs=cfg.epochs)
+import matplotlib.pyplot as plt
+plt.plot([0, 1], [1, 0])
+plt.show()
 {fail}
 folder.finish()
 """
@@ -56,6 +60,9 @@ def test_failing_chapter_keeps_its_notebook_and_never_looks_complete(chapters, c
     executed = (bad / "bad.ipynb").read_text()
     assert "boom in the training cell" in executed            # the error cell is visible
     assert status(good) == "complete" and json.loads((good / "metrics.json").read_text())["epochs"] == 1
+    # figures render inline into the executed notebook (the book shows them) even with MPLBACKEND=Agg set
+    assert '"image/png"' in (good / "good.ipynb").read_text()
+    assert os.environ["MPLBACKEND"] == "Agg"  # restored for the rest of this process (conftest's value)
     assert "failed: ['bad']" in capsys.readouterr().err
 
 
