@@ -259,9 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data import DataError
+    from .train import CheckpointError
+
     try:
         return args.func(args)
-    except (CLIError, ConfigError) as err:
+    except (CLIError, ConfigError, CheckpointError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

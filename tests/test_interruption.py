@@ -73,3 +73,16 @@ def test_kill_during_checkpoint_write_keeps_newest_good_one(tmp_path, monkeypatc
     assert list_checkpoints(tmp_path) == [good]
     assert torch.equal(load_checkpoint(good)["model"]["w"], torch.ones(2))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_of_another_chapter_or_size_is_refused_by_name(tmp_path, capsys):
+    from eobook.__main__ import main
+
+    out = str(tmp_path / "run")
+    short = ["-p", "batch_size=8", "-p", "max_steps_per_epoch=1", "-p", "epochs=1", "-p", "device=cpu"]
+    assert main(["pretrain", "dino_mm", "--profile", "tiny", "--out", out, *short]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "dino_mm", "--profile", "tiny", "--out", out, *short, "-p", "embed_dim=32"]) == 2
+    assert "checkpoint does not match this run (embed_dim: expected 32, checkpoint has" in capsys.readouterr().err
+    assert main(["pretrain", "fus_mae", "--profile", "tiny", "--out", out, *short]) == 2
+    assert "chapter: expected 'fus_mae', checkpoint has 'dino_mm'" in capsys.readouterr().err
