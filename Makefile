@@ -31,7 +31,7 @@ test: data
 	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
 book: data
-	$(PY) -m eobook run all --profile tiny --out $(RUNS)
+	$(PY) -m eobook run all --profile tiny --out $(RUNS) --force
 	$(PY) -m eobook collect --runs $(RUNS) --dest book/chapters
 	$(VENV)/bin/jupyter-book build book --config _config.yml -W -n --keep-going --path-output .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
