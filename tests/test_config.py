@@ -71,3 +71,16 @@ def test_warmup_longer_than_training_is_refused():
 def test_profiles_are_frozen():
     with pytest.raises(Exception):
         ToyConfig().epochs = 5
+
+
+@pytest.mark.parametrize("chapter, field, value, message", [
+    ("fus_mae", "mask_ratio", "1.5", r"mask_ratio: expected a value in \[0.0, 1.0\), got 1.5"),
+    ("fus_mae", "probe_label_fraction", "0", r"probe_label_fraction: expected"),
+    ("dino_mm", "label_fractions", "[0]", r"label_fractions: expected values in \(0, 1\], got \(0.0,\)"),
+    ("multimae_eo", "num_visible", "0", r"num_visible: expected a value > 0, got 0"),
+    ("softcon", "lam", "2", r"lam: expected a value in \[0.0, 1.0\], got 2.0"),
+    ("cromss", "alpha_0", "1.5", r"alpha_0: expected a value in \[0.0, 1.0\], got 1.5"),
+])
+def test_every_chapter_refuses_out_of_range_parameters(chapter, field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        get_profile(chapter, "tiny", **{field: value})
