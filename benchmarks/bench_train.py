@@ -47,7 +47,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp: str, compile_: bool) -> dict:
+def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp: str, compile_: bool,
+              overrides: dict[str, str]) -> dict:
     """One chapter's training step at one size: runs in a fresh process (see ``main``)."""
     from eobook.config import get_profile
     from eobook.runtime import DistInfo, amp_dtype, autocast, choose_device
@@ -55,7 +56,8 @@ def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp:
     import importlib
 
     profile = "tiny" if size == "tiny" else "full"
-    cfg = get_profile(chapter, profile, batch_size=batch, device=device, amp=amp, data_root="", num_workers=0)
+    cfg = get_profile(chapter, profile, **{"batch_size": batch, "device": device, "amp": amp, "data_root": "",
+                                           "num_workers": 0, **overrides})
     dev = choose_device(device)
     dtype = amp_dtype(dev, amp)
     module, dataset, collate, _ = importlib.import_module(f"eobook.methods.{chapter}").build_pretraining(cfg)
@@ -111,12 +113,21 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="off", help="off | bf16 | fp16 (CUDA only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the step (GPU)")
+    parser.add_argument("--set", action="append", default=[], metavar="CHAPTER.FIELD=VALUE",
+                        help="override a profile field of one chapter, e.g. softcon.weights=none (repeatable)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run a single configuration, print JSON
     args = parser.parse_args()
 
     if args.one:
         chapter, size = args.one.split(":")
-        print(json.dumps(bench_one(chapter, size, args.batch, args.steps, args.device, args.amp, args.compile)))
+        overrides = {}
+        for item in args.set:
+            target, _, value = item.partition("=")
+            name, _, field = target.partition(".")
+            if name == chapter:
+                overrides[field] = value
+        print(json.dumps(bench_one(chapter, size, args.batch, args.steps, args.device, args.amp, args.compile,
+                                   overrides)))
         return
 
     peak_device = "cuda" if args.device.startswith("cuda") else "cpu"
@@ -132,6 +143,8 @@ def main() -> None:
                    "--steps", str(args.steps), "--device", args.device, "--amp", args.amp]
             if args.compile:
                 cmd.append("--compile")
+            for item in args.set:
+                cmd += ["--set", item]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if out.returncode != 0:
                 print(f"{chapter:<12} {size:<5} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")

@@ -64,7 +64,8 @@ def _list(args) -> int:
     from .download import registry
 
     for name, entry in registry().items():
-        size = sum(f.get("size") or 0 for f in entry["files"])
-        print(f"{name:<22} {size / 2**30:8.1f} GiB  {entry.get('citation', '')}")
+        sizes = [f.get("size") for f in entry["files"]]
+        size = f"{sum(sizes) / 2**30:8.1f} GiB" if None not in sizes else "size unknown"
+        print(f"{name:<22} {size:>12}  {entry.get('citation', '')}")
     print("readers:", ", ".join(READERS))
     return 0

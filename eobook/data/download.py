@@ -74,5 +74,5 @@ def download(name: str, root: Path, directory: Path = REGISTRY_DIR) -> list[Path
     """Fetch every file of registry entry ``name`` into ``root``."""
     entries = registry(directory)
     if name not in entries:
-        raise ValueError(f"dataset: expected one of {sorted(entries)}, got {name!r}")
+        raise DataError(directory, f"no dataset {name!r} in the registry; it has {sorted(entries)}")
     return [fetch(f["url"], Path(root) / f["path"], f.get("size"), f.get("sha256")) for f in entries[name]["files"]]
