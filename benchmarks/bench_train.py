@@ -47,8 +47,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def upsample(batch: dict, side: int) -> dict:
+    """Every image-like tensor of a batch resized to ``side`` x ``side`` (bilinear for values, nearest for
+    class ids), so that full-size models see full-size inputs although the sample world's patches are small."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 3 and value.shape[-1] == value.shape[-2] > 1:
+            lead, hw = value.shape[:-2], value.shape[-2:]
+            flat = value.reshape(-1, 1, *hw)
+            if value.is_floating_point():
+                flat = torch.nn.functional.interpolate(flat, size=(side, side), mode="bilinear", align_corners=False)
+            else:
+                flat = torch.nn.functional.interpolate(flat.float(), size=(side, side), mode="nearest").to(value.dtype)
+            value = flat.reshape(*lead, side, side)
+        out[key] = value
+    return out
+
+
 def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp: str, compile_: bool,
-              overrides: dict[str, str]) -> dict:
+              overrides: dict[str, str], side: int = 0) -> dict:
     """One chapter's training step at one size: runs in a fresh process (see ``main``)."""
     from eobook.config import get_profile
     from eobook.runtime import DistInfo, amp_dtype, autocast, choose_device
@@ -65,7 +82,8 @@ def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp:
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
     samples = [dataset[i % len(dataset)] for i in range(batch)]
-    batch_data = _to_device((collate or torch.utils.data.default_collate)(samples), dev)
+    batch_data = (collate or torch.utils.data.default_collate)(samples)
+    batch_data = _to_device(upsample(batch_data, side) if side else batch_data, dev)
     groups = module.param_groups(cfg.weight_decay) if hasattr(module, "param_groups") else default_param_groups(module, cfg.weight_decay)
     optimizer = build_optimizer(groups, cfg)
     step_fn = torch.compile(module) if compile_ else module
@@ -115,6 +133,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the step (GPU)")
     parser.add_argument("--set", action="append", default=[], metavar="CHAPTER.FIELD=VALUE",
                         help="override a profile field of one chapter, e.g. softcon.weights=none (repeatable)")
+    parser.add_argument("--upsample", type=int, default=0, metavar="PX",
+                        help="resize the sample world's patches to PX (e.g. 264 for CromSS's 256 crops)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run a single configuration, print JSON
     args = parser.parse_args()
 
@@ -127,7 +147,7 @@ def main() -> None:
             if name == chapter:
                 overrides[field] = value
         print(json.dumps(bench_one(chapter, size, args.batch, args.steps, args.device, args.amp, args.compile,
-                                   overrides)))
+                                   overrides, args.upsample)))
         return
 
     peak_device = "cuda" if args.device.startswith("cuda") else "cpu"
@@ -145,6 +165,8 @@ def main() -> None:
                 cmd.append("--compile")
             for item in args.set:
                 cmd += ["--set", item]
+            if args.upsample:
+                cmd += ["--upsample", str(args.upsample)]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if out.returncode != 0:
                 print(f"{chapter:<12} {size:<5} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
