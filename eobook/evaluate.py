@@ -285,12 +285,15 @@ class FineTuneConfig:
 
 def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset, forward: Callable[[nn.Module, dict], torch.Tensor],
               cfg: FineTuneConfig, num_classes: int, *, label_key: str = "label", device: torch.device | str = "cpu",
-              encoder_params: Iterable[nn.Parameter] = ()) -> tuple[dict[str, float], list[float]]:
+              encoder_params: Iterable[nn.Parameter] = (), loss_fn: nn.Module | None = None
+              ) -> tuple[dict[str, float], list[float]]:
     """Train ``model`` end to end (or only its head) and score it on ``test_set``.
 
     Args:
         model: encoder + head; ``forward(model, batch) -> logits`` ([B,K] or [B,K,H,W] for segmentation).
-        encoder_params: parameters frozen when ``cfg.freeze_encoder`` is true.
+        encoder_params: parameters frozen when ``cfg.freeze_encoder`` is true; BatchNorm layers whose
+            parameters are all frozen also keep their running statistics (they stay in eval mode).
+        loss_fn: replaces the task's default loss (e.g. cross-entropy + Dice).
     Returns:
         (metrics in percent, per-epoch training losses).
     """
@@ -304,10 +307,14 @@ def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset, forward: 
     g = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(train_set) > cfg.batch_size)
     lrs = cosine_schedule(cfg.lr, 0.0, max(len(loader) * cfg.epochs, 1))
-    loss_fn = _fine_tune_loss(cfg)
+    loss_fn = loss_fn or _fine_tune_loss(cfg)
+    frozen_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                    and any(True for _ in m.parameters()) and all(id(p) in frozen for p in m.parameters())]
     losses, step = [], 0
     for _ in range(cfg.epochs):
         model.train()
+        for norm in frozen_norms:  # a frozen encoder keeps its BatchNorm statistics too
+            norm.eval()
         total, count = 0.0, 0
         for batch in loader:
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -76,3 +76,21 @@ def test_linear_probe_and_knn_beat_chance():
     multi = torch.nn.functional.one_hot(ytr, 3).float()
     out = linear_probe(xtr, multi, xte, torch.nn.functional.one_hot(yte, 3).float(), ProbeConfig(epochs=20, lr=0.1))
     assert out["mAP_macro"] > 90
+
+
+def test_fine_tune_with_frozen_encoder_keeps_its_batchnorm_statistics():
+    from torch import nn
+
+    from eobook.evaluate import FineTuneConfig, fine_tune
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
+    model = nn.Sequential(encoder, nn.Linear(8, 2))
+    data = [{"x": torch.randn(4) + 3, "label": torch.tensor(i % 2)} for i in range(32)]
+    before = encoder[1].running_mean.clone()
+    cfg = FineTuneConfig(task="multiclass", epochs=2, batch_size=8, lr=1e-2, freeze_encoder=True)
+    fine_tune(model, data, data, lambda m, b: m(b["x"]), cfg, 2, encoder_params=list(encoder.parameters()))
+    assert torch.equal(encoder[1].running_mean, before)
+    cfg = FineTuneConfig(task="multiclass", epochs=1, batch_size=8, lr=1e-2, freeze_encoder=False)
+    fine_tune(model, data, data, lambda m, b: m(b["x"]), cfg, 2, encoder_params=list(encoder.parameters()))
+    assert not torch.equal(encoder[1].running_mean, before)   # end to end they adapt, as they should
