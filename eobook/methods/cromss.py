@@ -455,8 +455,6 @@ def transfer_to_segmentation(encoder_state: dict[str, torch.Tensor] | None, trai
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def forward(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if frozen:
-            net.encoder.eval()  # frozen encoders keep their batch-norm statistics too
         x = batch[modality]
         return net(x[:, list(band_index)] if band_index is not None else x)
 
