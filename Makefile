@@ -9,6 +9,8 @@ RUNS    := _build/runs/book
 export EOBOOK_DATA_DIR := $(CURDIR)/data/sample
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
+# Passive OpenMP waits: spinning threads starve each other when test workers or kernels share the cores.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: book test setup data lab lock clean
 

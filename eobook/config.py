@@ -651,7 +651,7 @@ register_chapter(
     # CPU demo on the small sample world (<= 15 minutes): SoftCon vs plain InfoNCE vs random init.
     small=SoftConConfig(
         world_size="small", arch="vit", img_size=48, patch_size=8, vit_dim=96, vit_depth=4, vit_heads=4,
-        weights="", proj_hidden=256, proj_dim=64, pred_hidden=256, epochs=15, batch_size=64, lr=1e-3,
+        weights="", proj_hidden=256, proj_dim=64, pred_hidden=256, epochs=60, batch_size=64, lr=1e-3,
         warmup_epochs=2, weight_decay=0.05, betas=(0.9, 0.95), log_every=20, probe_fraction=0.25,
         probe_epochs=50, probe_batch_size=64, finetune_epochs=3, finetune_lr=3e-4, finetune_batch_size=32,
         ablation_lambdas=(1.0, 0.0), checkpoint_every=50, cache_data=True),
@@ -715,6 +715,8 @@ class CromSSConfig(ChapterConfig):
     downstream_seeds: int = 3
     #: Pixels per image for the pixel-level PCA curves (Fig. 13).
     pca_pixels_per_image: int = 64
+    #: Read the pretraining and downstream datasets once and keep them in memory (sample worlds only).
+    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -749,8 +751,8 @@ register_chapter(
     small=dataclasses.replace(
         _CROMSS_FULL, world_size="small", encoder="resnet18", encoder_depth=4, decoder_channels=(64, 32, 16, 8),
         crop_size=64, epochs=12, batch_size=16, lr=1e-3, rampup_epochs=5.0, plateau_patience=3, num_workers=0,
-        checkpoint_every=0, log_every=20, downstream_decoder_channels=64, downstream_epochs=8,
-        downstream_batch_size=8, downstream_seeds=1),
+        checkpoint_every=0, log_every=20, downstream_decoder_channels=64, downstream_epochs=5,
+        downstream_batch_size=8, downstream_seeds=1, cache_data=True),
     tiny=dataclasses.replace(
         _CROMSS_FULL, world_size="tiny", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
         crop_size=32, epochs=2, batch_size=4, max_steps_per_epoch=2, lr=1e-3, rampup_epochs=1.0,
