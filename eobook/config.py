@@ -751,7 +751,7 @@ register_chapter(
     small=dataclasses.replace(
         _CROMSS_FULL, world_size="small", encoder="resnet18", encoder_depth=4, decoder_channels=(64, 32, 16, 8),
         crop_size=64, epochs=12, batch_size=16, lr=1e-3, rampup_epochs=5.0, plateau_patience=3, num_workers=0,
-        checkpoint_every=0, log_every=20, downstream_decoder_channels=64, downstream_epochs=5,
+        checkpoint_every=0, log_every=20, downstream_decoder_channels=64, downstream_epochs=3,
         downstream_batch_size=8, downstream_seeds=1, cache_data=True),
     tiny=dataclasses.replace(
         _CROMSS_FULL, world_size="tiny", encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),

@@ -253,8 +253,9 @@ def test_transfer_model_starts_from_the_pretrained_encoder():
     for k, v in model.encoder.state_dict().items():
         torch.testing.assert_close(v, state[k])
     for arch in ("pspnet", "fpn", "deeplabv3plus"):
-        out = build_segmentation_model(arch, 13, 5, "resnet18", 3, 16).eval()(torch.randn(1, 13, 32, 32))
-        assert out.shape == (1, 5, 32, 32)
+        for depth in (3, 4, 5):  # the tiny, small and full encoder depths
+            out = build_segmentation_model(arch, 13, 5, "resnet18", depth, 16).eval()(torch.randn(1, 13, 64, 64))
+            assert out.shape == (1, 5, 64, 64), (arch, depth)
 
 
 # ---------------------------------------------------------------------------------------- profiles

@@ -423,7 +423,8 @@ def build_segmentation_model(arch: str, in_channels: int, num_classes: int, enco
     """An smp segmentation network whose encoder starts from ``encoder_state`` (None = random init)."""
     import segmentation_models_pytorch as smp
 
-    archs = {"pspnet": dict(psp_out_channels=decoder_channels), "deeplabv3plus": dict(decoder_channels=decoder_channels),
+    # PSPNet upsamples its 1/2^depth map by a fixed factor (smp default 8, right only for depth 3).
+    archs = {"pspnet": dict(psp_out_channels=decoder_channels, upsampling=2 ** encoder_depth), "deeplabv3plus": dict(decoder_channels=decoder_channels),
              "fpn": dict(decoder_pyramid_channels=decoder_channels, decoder_segmentation_channels=max(32, decoder_channels // 2),
                          upsampling=2 ** (encoder_depth - 3))}
     if arch not in archs:
