@@ -355,3 +355,23 @@ def _fine_tune_loss(cfg: FineTuneConfig) -> nn.Module:
 
 def subset(dataset: Dataset, indices: Iterable[int]) -> Subset:
     return Subset(dataset, list(map(int, indices)))
+
+
+def compare_to_baseline(scores: dict[str, float], baseline: dict[str, float], name: str = "pretrained",
+                        baseline_name: str = "random init") -> tuple[dict[str, float], str]:
+    """Per-column gain of ``scores`` over ``baseline`` (higher is better), and a sentence saying who wins.
+
+    Only the columns both share are compared. Returns ``({column: score - baseline}, sentence)``; the
+    sentence counts the columns won and gives the mean gain, so that a chapter states its outcome
+    instead of leaving the reader to diff two tables.
+    """
+    columns = [c for c in scores if c in baseline]
+    if not columns:
+        raise ValueError(f"scores and baseline share no column: {sorted(scores)} vs {sorted(baseline)}")
+    gains = {c: float(scores[c]) - float(baseline[c]) for c in columns}
+    wins = sum(g > 0 for g in gains.values())
+    mean = sum(gains.values()) / len(gains)
+    verdict = "beats" if wins > len(gains) / 2 and mean > 0 else "does not beat"
+    sentence = (f"{name} {verdict} {baseline_name}: higher in {wins} of {len(gains)} columns, "
+                f"mean gain {mean:+.1f} points ({', '.join(f'{c} {g:+.1f}' for c, g in gains.items())}).")
+    return gains, sentence

@@ -94,3 +94,16 @@ def test_fine_tune_with_frozen_encoder_keeps_its_batchnorm_statistics():
     cfg = FineTuneConfig(task="multiclass", epochs=1, batch_size=8, lr=1e-2, freeze_encoder=False)
     fine_tune(model, data, data, lambda m, b: m(b["x"]), cfg, 2, encoder_params=list(encoder.parameters()))
     assert not torch.equal(encoder[1].running_mean, before)   # end to end they adapt, as they should
+
+
+def test_compare_to_baseline_counts_wins_and_states_the_outcome():
+    from eobook.evaluate import compare_to_baseline
+
+    gains, sentence = compare_to_baseline({"a": 80.0, "b": 70.0, "c": 60.0, "only here": 1.0},
+                                          {"a": 75.0, "b": 71.0, "c": 50.0}, "SoftCon")
+    assert gains == {"a": 5.0, "b": -1.0, "c": 10.0}
+    assert sentence.startswith("SoftCon beats random init: higher in 2 of 3 columns, mean gain +4.7")
+    _, sentence = compare_to_baseline({"a": 70.0, "b": 72.0}, {"a": 75.0, "b": 71.0})
+    assert "does not beat" in sentence and "1 of 2" in sentence
+    with pytest.raises(ValueError, match="share no column"):
+        compare_to_baseline({"a": 1.0}, {"b": 1.0})
