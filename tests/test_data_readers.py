@@ -185,3 +185,15 @@ def test_bigearthnet_v2_layout_reads_like_v1(tmp_path):
     kept_v1 = BigEarthNetMM(tmp_path / "v1", remove_snow_cloud=True)
     kept_v2 = BigEarthNetMM(tmp_path / "v2", remove_snow_cloud=True)
     assert len(every_v1) == len(every_v2) == 12 and len(kept_v1) == len(kept_v2) == 10
+
+
+def test_open_dataset_in_memory_matches_the_reader_and_refuses_unknown_readers(world):
+    from eobook.data import open_dataset
+
+    on_disk = open_dataset("SEN12MS", world / "SEN12MS", split="test")
+    in_memory = open_dataset("SEN12MS", world / "SEN12MS", in_memory=True, split="test")
+    assert isinstance(on_disk, SEN12MS) and isinstance(in_memory, list) and len(in_memory) == len(on_disk)
+    assert all(torch.equal(in_memory[i]["s2"], on_disk[i]["s2"]) for i in (0, len(on_disk) - 1))
+    for in_memory_flag in (False, True):
+        with pytest.raises(ValueError, match="reader: expected one of"):
+            open_dataset("NoSuchReader", world, in_memory=in_memory_flag)

@@ -62,7 +62,17 @@ def read_into_memory(reader: str, root: str | os.PathLike, **kwargs: Any) -> lis
     return list(_read_all(reader, str(root), tuple(sorted(kwargs.items()))))
 
 
-__all__ = ["dataset_root", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
+def open_dataset(reader: str, root: str | os.PathLike, in_memory: bool = False, **kwargs: Any):
+    """``READERS[reader](root, **kwargs)``, or with ``in_memory`` its samples via :func:`read_into_memory`
+    (what the chapters' ``cache_data`` switches on for the sample worlds)."""
+    if in_memory:
+        return read_into_memory(reader, root, **kwargs)
+    if reader not in READERS:
+        raise ValueError(f"reader: expected one of {sorted(READERS)}, got {reader!r}")
+    return READERS[reader](root, **kwargs)
+
+
+__all__ = ["dataset_root", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
            "MMEARTH_S2_BANDS", "MODALITY_BANDS", "S2_L1C_BANDS", "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "READERS",
            "DataError", "BigEarthNetMM", "EuroSATMS", "GeoBench", "MMEarth", "SEN12MS", "SSL4EOS12",
            "ensure_sample_world", "real_data_root"]

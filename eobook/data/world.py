@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..runtime import atomic_write_bytes, require_free_disk
-from .bands import (BEN19_CLASSES, BEN43_CLASSES, BEN43_TO_19, DW_CLASSES, EUROSAT_CLASSES, GEOBENCH_S2_BANDS,
+from .bands import (BEN19_CLASSES, BEN43_CLASSES, DW_CLASSES, EUROSAT_CLASSES, GEOBENCH_S2_BANDS,
                     MMEARTH_S2_BANDS, S1_BANDS, S2_BAND_GSD, S2_L1C_BANDS, S2_L2A_BANDS, SSL4EO_BAND_FILE,
                     WORLDCOVER_CODES)
 
@@ -361,9 +361,10 @@ def _write_ben_v2_metadata(out: Path, rows: list[dict]) -> None:
     """reBEN's metadata.parquet: 19-class names per patch, its split, its S1 patch and the snow/cloud flags."""
     import pandas as pd
 
+    from .bigearthnet import labels_to_multihot
+
     def names19(names43: list[str]) -> list[str]:
-        ids = {BEN43_TO_19[BEN43_CLASSES.index(n)] for n in names43 if BEN43_CLASSES.index(n) in BEN43_TO_19}
-        return [BEN19_CLASSES[i] for i in sorted(ids)]
+        return [BEN19_CLASSES[i] for i in np.flatnonzero(labels_to_multihot(names43, out)[1])]
 
     frame = pd.DataFrame({
         "patch_id": [r["patch_id"] for r in rows], "labels": [names19(r["labels43"]) for r in rows],

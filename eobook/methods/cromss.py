@@ -385,11 +385,10 @@ class CromSS(nn.Module):
 # --------------------------------------------------------------------------------------------------
 def noisy_label_dataset(cfg: Any):
     """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks."""
-    from ..data import SSL4EOS12, dataset_root, read_into_memory
+    from ..data import dataset_root, open_dataset
 
-    options = dict(modalities=("s1", "s2c"), seasons="all", dw_labels=True, seed=cfg.seed)
-    root = dataset_root(cfg, "SSL4EO-S12")
-    return read_into_memory("SSL4EOS12", root, **options) if cfg.cache_data else SSL4EOS12(root, **options)
+    return open_dataset("SSL4EOS12", dataset_root(cfg, "SSL4EO-S12"), cfg.cache_data, modalities=("s1", "s2c"),
+                        seasons="all", dw_labels=True, seed=cfg.seed)
 
 
 def build_module(cfg: Any) -> CromSS:
@@ -473,12 +472,10 @@ def downstream_datasets(cfg: Any):
     ``cfg.downstream_root`` is the DFC2020 / SEN12MS folder; "" = the sample world's."""
     from pathlib import Path
 
-    from ..data import SEN12MS, dataset_root, read_into_memory
+    from ..data import dataset_root, open_dataset
 
     root = Path(cfg.downstream_root) if cfg.downstream_root else dataset_root(cfg, "SEN12MS")
-    if cfg.cache_data:
-        return read_into_memory("SEN12MS", root, split="train"), read_into_memory("SEN12MS", root, split="test")
-    return SEN12MS(root, split="train"), SEN12MS(root, split="test")
+    return tuple(open_dataset("SEN12MS", root, cfg.cache_data, split=split) for split in ("train", "test"))
 
 
 @torch.no_grad()

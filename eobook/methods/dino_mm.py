@@ -484,10 +484,9 @@ def model_meta(cfg: Any) -> dict[str, Any]:
 
 def bigearthnet(cfg: Any, split: str) -> Dataset:
     """BigEarthNet-MM ``split``; with ``cfg.cache_data`` read once per process and kept in memory."""
-    from ..data import BigEarthNetMM, dataset_root, read_into_memory
+    from ..data import dataset_root, open_dataset
 
-    root = dataset_root(cfg, "BigEarthNet-MM")
-    return read_into_memory("BigEarthNetMM", root, split=split) if cfg.cache_data else BigEarthNetMM(root, split=split)
+    return open_dataset("BigEarthNetMM", dataset_root(cfg, "BigEarthNet-MM"), cfg.cache_data, split=split)
 
 
 def build_pretraining(cfg: Any) -> tuple[DINOMM, Dataset, None, dict[str, Any]]:

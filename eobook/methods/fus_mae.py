@@ -444,7 +444,7 @@ def read(cfg, reader: str, folder: str, split: str) -> Dataset:
     """``eobook.data.<reader>`` on ``<data root>/<folder>``; kept in memory with ``cfg.cache_data``."""
     from .. import data
     root = data.dataset_root(cfg, folder)
-    return data.read_into_memory(reader, root, split=split) if cfg.cache_data else data.READERS[reader](root, split=split)
+    return data.open_dataset(reader, root, cfg.cache_data, split=split)
 
 
 def bigearthnet(cfg, split: str) -> PairedPatches:

@@ -513,7 +513,7 @@ def load_dataset(cfg: Any, reader: str, folder: str, **kwargs: Any):
     from .. import data
 
     root = data.dataset_root(cfg, folder)
-    return data.read_into_memory(reader, root, **kwargs) if cfg.cache_data else data.READERS[reader](root, **kwargs)
+    return data.open_dataset(reader, root, cfg.cache_data, **kwargs)
 
 
 def build_pretraining(cfg: Any) -> tuple[SoftCon, Any, None, dict[str, Any]]:
