@@ -259,6 +259,9 @@ class DinoMMConfig(ChapterConfig):
     teacher_momentum: float = 0.996
     #: Epochs during which the last layer of the student head is not updated.
     freeze_last_layer_epochs: int = 1
+    #: Epochs over which the photometric augmentations and RandomSensorDrop ramp in from 0 (0: the paper,
+    #: full strength from the first step). A stabiliser for small models on little data, not in the paper.
+    augmentation_warmup_epochs: int = 0
     #: Linear probe on the frozen teacher: CLS tokens of the last n blocks, epochs, batch, SGD lr (cosine).
     probe_blocks: int = 4
     probe_epochs: int = 100
@@ -292,6 +295,7 @@ class DinoMMConfig(ChapterConfig):
                        "min_label_samples", "eval_crop_size", "supervised_epochs", "supervised_batch_size",
                        "figure_samples")
         check_non_negative(self, "n_local_crops", "warmup_teacher_temp_epochs", "freeze_last_layer_epochs",
+                           "augmentation_warmup_epochs",
                            "probe_lr", "eval_train_samples", "eval_test_samples", "supervised_lr",
                            "supervised_weight_decay")
         check_range(self, "drop_path_rate", 0.0, 1.0, high_open=True)

@@ -107,6 +107,29 @@ def test_multicrop_draws_are_the_same_split_over_two_ranks():
     assert torch.equal(modes[:4], torch.cat([h[2][:2] for h in halves]))
 
 
+def test_augmentation_strength_zero_leaves_crops_and_flips_only():
+    """strength 0 = the same crops and flips with every photometric transform and the sensor drop off."""
+    x = torch.rand(6, 14, 24, 24)
+    plain = D.MultiCropAugmentation(global_size=16, local_size=8, n_local=2, sensor_drop_p=0.0, p_jitter=0.0,
+                                    p_gray=0.0, p_blur=(0.0, 0.0, 0.0), p_solarize=0.0)
+    paper = D.MultiCropAugmentation(global_size=16, local_size=8, n_local=2)
+    off = paper(x, torch.Generator().manual_seed(1), strength=0.0)
+    on = paper(x, torch.Generator().manual_seed(1))
+    reference = plain(x, torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) for a, b in zip(off, reference)) and int(off[2].max()) == 0
+    assert not torch.equal(on[0], off[0]) and int(on[2].max()) > 0
+    with pytest.raises(ValueError, match="strength"):
+        paper(x, strength=1.5)
+
+
+def test_augmentation_warmup_ramps_linearly_then_holds():
+    module = D.DINOMM(tiny_cfg(augmentation_warmup_epochs=2))
+    ctx = lambda step: StepContext(0, step, 0, 10, 100, torch.device("cpu"), torch.Generator(), None,  # noqa: E731
+                                   DistInfo())
+    assert [module.augmentation_strength(ctx(s)) for s in (0, 10, 20, 50)] == [0.0, 0.5, 1.0, 1.0]
+    assert D.DINOMM(tiny_cfg()).augmentation_strength(ctx(0)) == 1.0  # the paper: full strength at once
+
+
 def test_crop_of_whole_image_is_identity_and_flip_mirrors():
     x = torch.rand(2, 3, 8, 8)
     whole = (torch.zeros(2), torch.zeros(2), torch.ones(2), torch.ones(2))

@@ -102,10 +102,11 @@ class RandomSensorDrop:
             raise ValueError(f"p: expected a probability in [0, 1], got {p}")
         self.s2_channels, self.s1_channels, self.p = s2_channels, s1_channels, p
 
-    def sample_modes(self, n: int, rand: Rand) -> torch.Tensor:
-        """Indices into ``SENSOR_MODES`` for ``n`` views: [n] int64 (0 both, 1 S2 only, 2 S1 only)."""
+    def sample_modes(self, n: int, rand: Rand, p: float | None = None) -> torch.Tensor:
+        """Indices into ``SENSOR_MODES`` for ``n`` views: [n] int64 (0 both, 1 S2 only, 2 S1 only);
+        ``p`` overrides the drop probability."""
         u = rand(n, 2)
-        return (u[:, 0] < self.p).long() * (1 + (u[:, 1] < 0.5).long())
+        return (u[:, 0] < (self.p if p is None else p)).long() * (1 + (u[:, 1] < 0.5).long())
 
     def apply(self, x: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
         """Zero the channels that ``modes`` [B] drops in ``x`` [B,C,H,W]."""
@@ -251,38 +252,42 @@ class MultiCropAugmentation:
         return 2 + self.n_local
 
     def views(self, x: torch.Tensor, n_views: int, size: int, scale: tuple[float, float], p_blur: torch.Tensor,
-              p_solarize: torch.Tensor, rand: Rand) -> tuple[torch.Tensor, torch.Tensor]:
+              p_solarize: torch.Tensor, rand: Rand, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """``n_views`` augmented views of every sample, view-major: [n_views*B,C,size,size] and modes.
 
         ``rand(B, *shape)`` draws per sample (rows of the batch); the views of a sample are its columns.
+        ``strength`` scales the probability of every photometric transform and of the sensor drop.
         """
         b = x.shape[0]
         n = n_views * b
         rows = lambda n_rows, *shape: rand(b, n_views, *shape).transpose(0, 1).reshape(n_rows, *shape)  # noqa: E731
         flip = _coin(0.5, n, rows)
         v = resample_boxes(x.repeat(n_views, 1, 1, 1), crop_boxes(n, scale, rows), size, flip).clamp(0.0, 1.0)
-        v = brightness_contrast(v, self.jitter, self.p_jitter, rows)
-        v = random_grayscale(v, self.p_gray, rows)
-        v = random_gaussian_blur(v, p_blur, self.blur_sigma, rows)
-        v = random_solarize(v, p_solarize, rows)
-        modes = self.sensor_drop.sample_modes(n, rows)
+        v = brightness_contrast(v, self.jitter, strength * self.p_jitter, rows)
+        v = random_grayscale(v, strength * self.p_gray, rows)
+        v = random_gaussian_blur(v, strength * p_blur, self.blur_sigma, rows)
+        v = random_solarize(v, strength * p_solarize, rows)
+        modes = self.sensor_drop.sample_modes(n, rows, strength * self.sensor_drop.p)
         return self.sensor_drop.apply(v, modes), modes
 
-    def __call__(self, x: torch.Tensor, source: torch.Generator | Any = None):
+    def __call__(self, x: torch.Tensor, source: torch.Generator | Any = None, strength: float = 1.0):
         """``source``: a StepContext (``ctx.rand``, identical draws with or without DDP), a torch.Generator
-        or None (the global generator)."""
+        or None (the global generator). ``strength`` in [0, 1] scales the probabilities of the photometric
+        transforms and of RandomSensorDrop (1: the paper's; 0: crops and flips only)."""
         if x.ndim != 4 or x.shape[1] != IN_CHANS:
             raise ValueError(f"x: expected [B,{IN_CHANS},H,W], got {tuple(x.shape)}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength: expected a value in [0, 1], got {strength}")
         b, rand = x.shape[0], uniform_source(source)
         per_global = lambda first, second: torch.tensor([first] * b + [second] * b)  # noqa: E731
         globals_, g_modes = self.views(x, 2, self.global_size, self.global_scale,
                                        per_global(self.p_blur[0], self.p_blur[1]),
-                                       per_global(0.0, self.p_solarize), rand)
+                                       per_global(0.0, self.p_solarize), rand, strength)
         if self.n_local == 0:
             return globals_, x.new_zeros(0, IN_CHANS, self.local_size, self.local_size), g_modes
         locals_, l_modes = self.views(x, self.n_local, self.local_size, self.local_scale,
                                       torch.full((self.n_local * b,), self.p_blur[2]),
-                                      torch.zeros(self.n_local * b), rand)
+                                      torch.zeros(self.n_local * b), rand, strength)
         return globals_, locals_, torch.cat([g_modes, l_modes])
 
 
@@ -453,13 +458,20 @@ class DINOMM(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], ctx: Any) -> dict[str, torch.Tensor]:
         x = stack_sensors(batch["s2"], batch["s1"])                # [B,14,H,W]
-        global_views, local_views, _ = self.augment(x, ctx)        # [2B,14,g,g], [nB,14,l,l]
+        global_views, local_views, _ = self.augment(x, ctx, self.augmentation_strength(ctx))  # [2B,14,g,g], [nB,14,l,l]
         with torch.no_grad():
             teacher_out = self.teacher(global_views)              # [2B,K]
         student_out = self.student(global_views, local_views)     # [(2+n)B,K]
         out = self.loss(student_out, teacher_out, ctx.epoch)
         out["teacher_momentum"] = self.teacher_momentum(ctx)
         return out
+
+    def augmentation_strength(self, ctx: Any) -> float:
+        """1 (the paper) unless ``cfg.augmentation_warmup_epochs`` > 0: then a linear ramp from 0 over those
+        epochs, so that a small model first learns from crops alone before the views lose a sensor or
+        their colours (see the ``small`` profile: with the paper's augmentations from step 0 it collapses)."""
+        warmup_steps = self.cfg.augmentation_warmup_epochs * ctx.steps_per_epoch
+        return 1.0 if warmup_steps <= 0 else min(1.0, ctx.step / warmup_steps)
 
     def teacher_momentum(self, ctx: Any) -> float:
         return float(teacher_momentum_schedule(self.cfg.teacher_momentum, ctx.total_steps)[ctx.step])
@@ -483,10 +495,13 @@ def model_meta(cfg: Any) -> dict[str, Any]:
 
 
 def bigearthnet(cfg: Any, split: str) -> Dataset:
-    """BigEarthNet-MM ``split``; with ``cfg.cache_data`` read once per process and kept in memory."""
+    """BigEarthNet-MM ``split`` without the patches of the official snow and cloud lists (Sec. 3.1: "Patches
+    got dropped where the scene is fully covered in seasonal snow, or those including artifacts of clouds");
+    with ``cfg.cache_data`` read once per process and kept in memory."""
     from ..data import dataset_root, open_dataset
 
-    return open_dataset("BigEarthNetMM", dataset_root(cfg, "BigEarthNet-MM"), cfg.cache_data, split=split)
+    return open_dataset("BigEarthNetMM", dataset_root(cfg, "BigEarthNet-MM"), cfg.cache_data, split=split,
+                        remove_snow_cloud=True)
 
 
 def build_pretraining(cfg: Any) -> tuple[DINOMM, Dataset, None, dict[str, Any]]:
