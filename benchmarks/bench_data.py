@@ -57,7 +57,7 @@ CHAPTER_DATA = {
     "dino_mm": ChapterData("BigEarthNetMM", "BigEarthNet-MM", "ben_px", 120,
                            "GPU: multi-crop 2x112 + 8x48 and sensor drop batched in forward"),
     "fus_mae": ChapterData("BigEarthNetMM", "BigEarthNet-MM", "ben_px", 120,
-                           "CPU: resize to 128 px per sample (PairedPatches); no augmentation, masking in forward"),
+                           "GPU: antialiased resize to 128 px batched in forward; no augmentation, masking in forward"),
     "multimae_eo": ChapterData("MMEarth", "MMEarth/{mmearth_file}", "mmearth_px", 64,
                                "GPU: resize to 56 px and flip in forward"),
     "softcon": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264,
@@ -88,8 +88,8 @@ def pretraining_data(chapter: str, cfg):
 def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> float:
     """Samples/s of one worker: ``dataset[i]`` for ``samples`` indices, collated ``batch`` at a time."""
     threads = torch.get_num_threads()
-    # DataLoader workers run torch on one thread; with more, per-sample ops (e.g. Fus-MAE's resize) were
-    # 15x slower here, paying thread start-up on cores other jobs keep busy.
+    # DataLoader workers run torch on one thread; with more, per-sample ops (e.g. Fus-MAE's former
+    # per-sample resize) were 15x slower here, paying thread start-up on cores other jobs keep busy.
     torch.set_num_threads(1)
     try:
         collate([dataset[0]])  # opens files / zarr groups once, as a worker does before its first batch

@@ -1,10 +1,12 @@
 """Tests of Chapter 2, Fus-MAE (eobook.methods.fus_mae): masking, eq. 2-5 and 10-11, the masked loss,
-training and resume."""
+the batched input resize, training and resume."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from eobook.config import ConfigError, get_profile
+from eobook.data.world import SIZES
 from eobook.methods import fus_mae as fm
 from eobook.runtime import DistInfo
 from eobook.train import TrainConfig, fit
@@ -184,10 +186,94 @@ def test_reconstruction_keeps_visible_patches_and_hides_masked_ones(norm_pix):
         assert not torch.isnan(fm.patchify(out[m]["masked"], 4)[visible]).any()
 
 
+# ---------------------------------------------------------------------------------------------- inputs and data
+def test_batched_resize_equals_per_sample_antialiased_interpolate():
+    # hand-made: a ramp, a checkerboard (aliases badly without antialiasing) and a single bright pixel
+    ramp = torch.arange(24.0).repeat(24, 1)
+    checker = (torch.arange(24)[:, None] + torch.arange(24)[None]) % 2 * 1.0
+    spike = torch.zeros(24, 24)
+    spike[5, 17] = 9.0
+    s2 = torch.stack([torch.stack([ramp, checker, spike]), torch.stack([spike, ramp.T, -checker])])  # [2,3,24,24]
+    s1 = torch.stack([ramp[:10, :10][None], checker[:10, :10][None]]).to(torch.float64)               # [2,1,10,10]
+    out = fm.resize_to_input({"s1": s1, "s2": s2}, 16)
+    for m, x in (("s1", s1), ("s2", s2)):
+        assert out[m].shape == (2, x.shape[1], 16, 16) and out[m].dtype == torch.float32
+        for i in range(2):
+            one = F.interpolate(x[i][None].float(), size=(16, 16), mode="bilinear", align_corners=False,
+                                antialias=True)[0]
+            assert torch.allclose(out[m][i], one, atol=1e-6), (m, i)
+    # antialiased: the shrunk checkerboard stays within 0.03 of its mean 0.5 (plain bilinear: 0.125 off)
+    assert (out["s2"][0, 1] - 0.5).abs().max() < 0.07
+    same = torch.rand(2, 3, 16, 16)
+    assert torch.equal(fm.resize_to_input({"s2": same}, 16)["s2"], same)
+    with pytest.raises(ValueError, match=r"images\['s1'\]"):
+        fm.resize_to_input({"s1": torch.rand(2, 16, 16)}, 16)
+
+
+class Readings(Dataset):
+    """A reader stand-in: SEN12MS-like samples with 13 S2 bands at the given sides."""
+
+    def __init__(self, sides=(20, 20, 20)):
+        g = torch.Generator().manual_seed(3)
+        self.samples = [{"s1": torch.randn(2, n, n, generator=g), "s2": torch.rand(13, n, n, generator=g),
+                         "label_scene": torch.tensor(i)} for i, n in enumerate(sides)]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def test_paired_patches_return_native_size_float32_and_select_bands():
+    base = Readings()
+    data = fm.PairedPatches(base, s2_bands=[b for b in range(13) if b != 10], label_key="label_scene")
+    sample = data[1]
+    assert sample["s1"].shape == (2, 20, 20) and sample["s2"].shape == (12, 20, 20)   # not resized
+    assert sample["s1"].dtype == torch.float32 and sample["s2"].dtype == torch.float32
+    assert torch.equal(sample["s1"], base[1]["s1"]) and torch.equal(sample["s2"][10], base[1]["s2"][11])
+    assert int(sample["label"]) == 1
+
+
+def test_paired_patches_refuse_a_sample_of_another_size_naming_both():
+    data = fm.PairedPatches(Readings(sides=(20, 20, 24)), label_key="label_scene")
+    data[0], data[1]
+    with pytest.raises(ValueError, match=r"sample 2 has s1 of shape \(2, 24, 24\), earlier samples \(2, 20, 20\)"):
+        data[2]
+
+
+def test_sample_world_datasets_keep_their_native_size():
+    cfg = get_profile("fus_mae", "tiny")
+    ben, sen = fm.bigearthnet(cfg, "test")[0], fm.sen12ms(cfg, "test")[0]
+    assert ben["s1"].shape[0] == 2 and ben["s2"].shape[0] == 12 and sen["s2"].shape[0] == 12
+    assert ben["s2"].shape[-1] == SIZES[cfg.world_size].ben_px != cfg.img_size
+    assert sen["s2"].shape[-1] == SIZES[cfg.world_size].sen12ms_px
+
+
+def test_every_batched_path_resizes_native_inputs_like_pre_resized_ones():
+    model = tiny_model().eval()
+    native = batch(b=3, size=22)
+    resized = fm.resize_to_input(native, 16)
+    masks = model.sample_masks(3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for modalities in fm.INPUTS.values():
+            assert torch.allclose(model.encoder.features({m: native[m] for m in modalities}),
+                                  model.encoder.features({m: resized[m] for m in modalities}))
+        assert torch.equal(model(native, Ctx(seed=1))["loss"], model(resized, Ctx(seed=1))["loss"])
+        recon = model.reconstruct(native, masks)
+        assert torch.equal(recon["s2"]["original"], resized["s2"])
+        assert torch.equal(recon["s1"]["reconstruction"], model.reconstruct(resized, masks)["s1"]["reconstruction"])
+        maps = model.cross_attention_maps(native)
+        assert maps["s1->s2"].shape == (3, 16, 16)
+        classifier = fm.FusMAEClassifier(model.encoder, 19, ("s1", "s2"))
+        assert classifier(native).shape == (3, 19)
+
+
 # ---------------------------------------------------------------------------------------------- training
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+@pytest.mark.parametrize("size", [16, 22])   # at the input size, and native 22 px resized in forward
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(size):
     model = tiny_model()
-    images = batch(b=8)
+    images = batch(b=8, size=size)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(10):

@@ -12,6 +12,10 @@ concatenated tokens. Before each modality's lightweight MAE decoder D_i (eq. 9),
 :class:`XAttnDecoder` block lets its latents attend to the other modality's latents (eq. 10-11). The loss
 is the MSE on masked patches only, per modality, summed.
 
+The datasets return patches at their native size; every batched entry point (pretraining ``forward``,
+evaluation features, reconstructions, attention maps) resizes the batch to the model's input side with
+:func:`resize_to_input`, on the batch's device, so the data-loading workers only read.
+
 No official code was published: every choice the paper leaves open (norms, weight sharing, decoder
 size, features for evaluation, ...) is stated here and in the chapter's Deviations section.
 """
@@ -102,8 +106,34 @@ def mask_to_keep(mask: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# Patches
+# Inputs and patches
 # --------------------------------------------------------------------------------------------------
+def resize_to_input(images: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """Resize a batch of every modality to the encoder's input side (antialiased bilinear).
+
+    The paper names no input size; the book feeds BigEarthNet's 120 px (SEN12MS: 256 px) patches to a
+    ViT-S/16 at 128 px (see the chapter's Deviations). The resize runs here, on the whole batch and on its
+    device, rather than per sample in the data-loading workers, where it was their main cost. Antialiasing
+    matters when shrinking (SEN12MS 256 -> 128); each sample is resized independently, so the result equals
+    a per-sample ``F.interpolate`` of the same sample.
+
+    Args:
+        images: {m: [B,C_m,H_m,W_m]}; sides may differ between modalities, not within one batch tensor.
+        size: S, the encoder's ``img_size``.
+    Returns:
+        {m: [B,C_m,S,S]} float32; tensors already S x S are only cast.
+    """
+    out = {}
+    for m, x in images.items():
+        if x.ndim != 4:
+            raise ValueError(f"images[{m!r}]: expected a batch [B,C,H,W], got {tuple(x.shape)}")
+        x = x.float()
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[m] = x                                                                    # [B,C_m,S,S]
+    return out
+
+
 def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the masked patches only (Sec. 3.2).
 
@@ -257,8 +287,12 @@ class FusMAEEncoder(nn.Module):
         return (latents, x[:, -1], weights) if return_attention else (latents, x[:, -1])
 
     def features(self, images: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Image features for evaluation: the mean of all patch tokens [B,D] (no masking)."""
-        latents, _ = self(images)
+        """Image features for evaluation: the mean of all patch tokens [B,D] (no masking).
+
+        ``images`` may be at the dataset's native size ({m: [B,C_m,H,W]}); they are resized to the input
+        side first (the linear probes and fine-tuning all come through here).
+        """
+        latents, _ = self(resize_to_input(images, self.img_size))
         return torch.cat(list(latents.values()), 1).mean(1)
 
 
@@ -289,8 +323,9 @@ class ModalityDecoder(nn.Module):
 class FusMAE(nn.Module):
     """Fus-MAE pretraining module: encoder, XAttnDecoder blocks and per-modality decoders (Fig. 1).
 
-    ``forward(batch, ctx)`` masks, reconstructs and returns the summed masked MSE of both modalities
-    (the contract of :func:`eobook.train.fit`).
+    ``forward(batch, ctx)`` resizes the batch to ``img_size`` (:func:`resize_to_input`), masks,
+    reconstructs and returns the summed masked MSE of both modalities (the contract of
+    :func:`eobook.train.fit`). ``predict``, ``targets`` and ``losses`` take batches already at ``img_size``.
 
     Args:
         variant: "XAE&D" (XAttnEncoder as first block) or "XAD" (plain first block).
@@ -352,8 +387,12 @@ class FusMAE(nn.Module):
         preds, targets = self.predict(images, masks), self.targets(images)
         return {m: masked_mse_loss(preds[m], targets[m], masks[m].to(preds[m].device)) for m in MODALITIES}
 
+    def inputs(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{m: [B,C_m,H,W]} at any size -> both modalities {m: [B,C_m,S,S]} at the encoder's input side."""
+        return resize_to_input({m: images[m] for m in MODALITIES}, self.encoder.img_size)
+
     def forward(self, batch: dict[str, Any], ctx) -> dict[str, torch.Tensor]:
-        images = {m: batch[m] for m in MODALITIES}
+        images = self.inputs(batch)                                                   # on the batch's device
         b, rank = images["s1"].shape[0], ctx.dist.rank
         # Masks are drawn for the global batch and each rank keeps its rows (the generator is seeded alike
         # on all ranks), so N DDP processes mask exactly as one process with the same global batch does.
@@ -364,11 +403,13 @@ class FusMAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, images: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, dict]:
-        """Images for figures: {m: {"masked", "reconstruction", "original"}}, each [B,C,H,W].
+        """Images for figures: {m: {"masked", "reconstruction", "original"}}, each [B,C,S,S].
 
-        The reconstruction shows predictions on masked patches and the input on visible ones; with
+        ``images`` may be at their native size: "original" is the resized input the model saw. The
+        reconstruction shows predictions on masked patches and the input on visible ones; with
         ``norm_pix_loss`` predictions are mapped back with each target patch's mean and std.
         """
+        images = self.inputs(images)
         preds = self.predict(images, masks)
         out = {}
         for m in MODALITIES:
@@ -387,11 +428,12 @@ class FusMAE(nn.Module):
     def cross_attention_maps(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Head-averaged attention of the XAttnEncoder on unmasked inputs: {"s1->s2": [B,N,N], "s2->s1": ...}.
 
-        Row q of "s1->s2" is how SAR patch q distributes its attention over the optical patches.
+        Row q of "s1->s2" is how SAR patch q distributes its attention over the optical patches; ``images``
+        may be at their native size (resized first, so N is always the encoder's grid squared).
         """
         if self.encoder.xattn is None:
             raise ValueError("cross_attention_maps: the XAD variant has no XAttnEncoder (use variant='XAE&D')")
-        _, _, weights = self.encoder(images, return_attention=True)
+        _, _, weights = self.encoder(self.inputs(images), return_attention=True)
         return {k: w.mean(1) for k, w in weights.items()}
 
 
@@ -413,17 +455,23 @@ def _init_weights(module: nn.Module) -> None:
 # Data
 # --------------------------------------------------------------------------------------------------
 class PairedPatches(Dataset):
-    """S1 + S2 samples resized to the model's input: {"s1": [2,S,S], "s2": [12,S,S], "label"}.
+    """S1 + S2 samples at their native size: {"s1": [2,H,W], "s2": [12,H,W], "label"} (float32 images).
+
+    Nothing is resized here: the model resizes whole batches on their device (:func:`resize_to_input`),
+    which keeps the data-loading workers to reading. A batch therefore needs one size per modality, and
+    a sample whose shape differs from the first one this dataset (or worker) returned raises a ValueError
+    naming both, instead of default_collate's stacking error.
 
     Args:
         base: a reader returning "s1", "s2" and ``label_key`` (BigEarthNetMM, SEN12MS).
-        img_size: S, side in pixels (bilinear, antialiased).
-        s2_bands: indices of the S2 bands to keep (SEN12MS has 13 L1C bands: drop B10 to match BigEarthNet).
+        s2_bands: indices of the S2 bands to keep (SEN12MS has 13 L1C bands: drop B10 to match
+            BigEarthNet); a cheap copy of 12 of 13 bands, and one band less to transfer to the device.
         label_key: the base sample's label entry, returned as "label".
     """
 
-    def __init__(self, base: Dataset, img_size: int, s2_bands: list[int] | None = None, label_key: str = "label"):
-        self.base, self.img_size, self.s2_bands, self.label_key = base, img_size, s2_bands, label_key
+    def __init__(self, base: Dataset, s2_bands: list[int] | None = None, label_key: str = "label"):
+        self.base, self.s2_bands, self.label_key = base, s2_bands, label_key
+        self.shapes: dict[str, tuple[int, ...]] = {}   # {m: (C,H,W)} of the first sample returned
 
     def __len__(self) -> int:
         return len(self.base)
@@ -431,13 +479,17 @@ class PairedPatches(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.base[index]
         s2 = sample["s2"] if self.s2_bands is None else sample["s2"][self.s2_bands]
-        return {"s1": self._resize(sample["s1"]), "s2": self._resize(s2), "label": sample[self.label_key]}
+        images = {"s1": sample["s1"].float(), "s2": s2.float()}                      # [2,H,W], [12,H,W]
+        self._check_shapes(index, images)
+        return {**images, "label": sample[self.label_key]}
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == self.img_size and x.shape[-2] == self.img_size:
-            return x.float()
-        return F.interpolate(x[None].float(), size=(self.img_size, self.img_size), mode="bilinear",
-                             align_corners=False, antialias=True)[0]
+    def _check_shapes(self, index: int, images: dict[str, torch.Tensor]) -> None:
+        for m, x in images.items():
+            first = self.shapes.setdefault(m, tuple(x.shape))
+            if tuple(x.shape) != first:
+                raise ValueError(f"PairedPatches: sample {index} has {m} of shape {tuple(x.shape)}, earlier samples "
+                                 f"{first}; samples of one dataset must share their size, as the model resizes "
+                                 "whole batches (resize the dataset's files to one size first)")
 
 
 def read(cfg, reader: str, folder: str, split: str) -> Dataset:
@@ -448,15 +500,16 @@ def read(cfg, reader: str, folder: str, split: str) -> Dataset:
 
 
 def bigearthnet(cfg, split: str) -> PairedPatches:
-    """BigEarthNet-MM ``split`` at the model's input size (labels: 19-class multi-hot)."""
-    return PairedPatches(read(cfg, "BigEarthNetMM", "BigEarthNet-MM", split), cfg.img_size)
+    """BigEarthNet-MM ``split`` at its native size (real data: 120 px; labels: 19-class multi-hot)."""
+    return PairedPatches(read(cfg, "BigEarthNetMM", "BigEarthNet-MM", split))
 
 
 def sen12ms(cfg, split: str) -> PairedPatches:
-    """SEN12MS scene classification ``split`` (label: majority class, -1 if unlabelled; S2 without B10)."""
+    """SEN12MS scene classification ``split`` at its native size (real data: 256 px; label: majority class,
+    -1 if unlabelled; S2 without B10)."""
     from ..data.bands import S2_L1C_BANDS, S2_L2A_BANDS
     bands = [S2_L1C_BANDS.index(b) for b in S2_L2A_BANDS]
-    return PairedPatches(read(cfg, "SEN12MS", "SEN12MS", split), cfg.img_size, s2_bands=bands, label_key="label_scene")
+    return PairedPatches(read(cfg, "SEN12MS", "SEN12MS", split), s2_bands=bands, label_key="label_scene")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,7 +530,8 @@ def model_meta(cfg) -> dict[str, Any]:
 
 
 def build_pretraining(cfg):
-    """(module, dataset, collate_fn, meta) for :func:`eobook.train.pretrain`: BigEarthNet-MM train split."""
+    """(module, dataset, collate_fn, meta) for :func:`eobook.train.pretrain`: BigEarthNet-MM train split,
+    native size (the module's ``forward`` resizes each batch)."""
     return build_model(cfg), bigearthnet(cfg, "train"), None, model_meta(cfg)
 
 
@@ -485,7 +539,8 @@ def build_pretraining(cfg):
 # Evaluation (Sec. 4)
 # --------------------------------------------------------------------------------------------------
 def feature_extractor(encoder: FusMAEEncoder, modalities: tuple[str, ...]) -> Callable[[dict], torch.Tensor]:
-    """``batch -> [B,D]`` features of ``encoder`` from the given modalities (for ``extract_features``)."""
+    """``batch -> [B,D]`` features of ``encoder`` from the given modalities (for ``extract_features``); the
+    batch arrives at native size on the device and ``FusMAEEncoder.features`` resizes it there."""
     def encode(batch: dict) -> torch.Tensor:
         encoder.eval()
         return encoder.features({m: batch[m] for m in modalities})
@@ -493,7 +548,8 @@ def feature_extractor(encoder: FusMAEEncoder, modalities: tuple[str, ...]) -> Ca
 
 
 class FusMAEClassifier(nn.Module):
-    """A linear head on the mean-pooled encoder tokens, for end-to-end fine-tuning (Table 1, 100%)."""
+    """A linear head on the mean-pooled encoder tokens, for end-to-end fine-tuning (Table 1, 100%); takes
+    native-size batches (``FusMAEEncoder.features`` resizes them)."""
 
     def __init__(self, encoder: FusMAEEncoder, num_classes: int, modalities: tuple[str, ...]):
         super().__init__()
@@ -561,7 +617,8 @@ def table1_scores(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset,
 
 
 def stack_samples(dataset: Dataset, count: int) -> dict[str, torch.Tensor]:
-    """The first ``count`` samples of ``dataset`` as a batch {"s1": [B,2,S,S], "s2": [B,12,S,S]} (figures)."""
+    """The first ``count`` samples of ``dataset`` as a native-size batch {"s1": [B,2,H,W], "s2": [B,12,H,W]}
+    (figures; :func:`resize_to_input` gives the model's view)."""
     samples = [dataset[i] for i in range(min(count, len(dataset)))]
     return {m: torch.stack([s[m] for s in samples]) for m in MODALITIES}
 
