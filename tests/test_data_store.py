@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shutil
 
 import pytest
 import torch
 
-from eobook.data import BigEarthNetMM, DataError, GeoBench, SSL4EOS12, ensure_sample_world
+from eobook.data import BigEarthNetMM, DataError, EuroSATMS, GeoBench, SSL4EOS12, ensure_sample_world
 from eobook.data.cli import add_data_subcommands
 from eobook.data.store import prepare
 
@@ -37,13 +39,24 @@ def test_bigearthnet_packed_equals_folder(world, tmp_path):
         GeoBench(store)
 
 
-def test_ssl4eo_packed_seasons(world, tmp_path):
-    src, copy = world / "SSL4EO-S12", tmp_path / "SSL4EO-S12"  # 5 locations keep the test fast
+@pytest.fixture(scope="module")
+def ssl4eo(world, tmp_path_factory):
+    """(folder, packed store) of the first 5 SSL4EO-S12 locations with every modality and label (fast to pack)."""
+    tmp = tmp_path_factory.mktemp("ssl4eo")
+    src, copy = world / "SSL4EO-S12", tmp / "SSL4EO-S12"
     for modality in ("s1", "s2a", "s2c", "dw"):
         for loc in sorted((src / modality).iterdir())[:5]:
             shutil.copytree(loc, copy / modality / loc.name)
     shutil.copy(src / "ssl4eo_s12_ml.json", copy)
-    store = prepare("SSL4EOS12", copy, tmp_path / "ssl.zarr")
+    return copy, prepare("SSL4EOS12", copy, tmp / "ssl.zarr")
+
+
+def _chunk_files(array_dir):
+    return sorted(p for p in array_dir.iterdir() if not p.name.startswith("."))
+
+
+def test_ssl4eo_packed_seasons(ssl4eo):
+    copy, store = ssl4eo
     kwargs = dict(modalities=("s1", "s2c"), dw_labels=True, multilabels=True, seed=1)
     folder, packed = SSL4EOS12(copy, **kwargs), SSL4EOS12(store, **kwargs)
     _same(folder[3], packed[3])
@@ -58,3 +71,75 @@ def test_cli_prepare_geobench(world, tmp_path):
     assert args.func(args) == 0
     folder = GeoBench(world / "GEO-Bench", task="m-landcover-seg", split="test")
     _same(folder[0], GeoBench(tmp_path / "seg.zarr", split="test")[0])
+
+
+def test_ssl4eo_packed_layout(ssl4eo):
+    """One chunk per (location, season) for the seasonal arrays, and every chunk written (also those equal to
+    zarr's fill value, e.g. a season without multi-label), so that a missing chunk means a damaged copy."""
+    _, store = ssl4eo
+    attrs = json.loads((store / ".zattrs").read_text())
+    assert attrs["format"] == "eobook-packed-v2"
+    assert set(attrs["seasonal"]) == {"s1", "s2a", "s2c", "dw", "multilabel", "has_multilabel"}
+    for name in attrs["variables"]:
+        meta = json.loads((store / name / ".zarray").read_text())
+        assert meta["chunks"][:2] == [1, 1]
+        assert len(_chunk_files(store / name)) == math.prod(meta["shape"][:2])
+
+
+@pytest.mark.parametrize("kwargs", [dict(modalities=("s2c",), seasons=2, multilabels=True),
+                                    dict(modalities=("s2c",), seasons="random", multilabels=True, seed=3),
+                                    dict(modalities=("s1",), seasons=0, dw_labels=True),
+                                    dict(modalities=("s2a", "s2c"), seasons="all")])
+def test_ssl4eo_packed_selective_equals_folder(ssl4eo, kwargs):
+    copy, store = ssl4eo
+    folder, packed = SSL4EOS12(copy, **kwargs), SSL4EOS12(store, **kwargs)
+    for i in range(len(folder)):
+        _same(folder[i], packed[i])
+
+
+def test_ssl4eo_packed_reads_only_requested(ssl4eo, tmp_path):
+    """SoftCon's read (one season of S2 L1C and its multi-label) still works on a copy of the store without the
+    chunks of every other array and season, so it does not read them."""
+    copy, store = ssl4eo
+    trimmed = shutil.copytree(store, tmp_path / "trimmed.zarr")
+    for name in ("s1", "s2a", "dw", "s2c", "multilabel", "has_multilabel"):
+        for chunk in _chunk_files(trimmed / name):
+            if name not in ("s2c", "multilabel", "has_multilabel") or chunk.name.split(".")[1] != "2":
+                chunk.unlink()
+    kwargs = dict(modalities=("s2c",), seasons=2, multilabels=True)
+    folder, packed = SSL4EOS12(copy, **kwargs), SSL4EOS12(trimmed, **kwargs)
+    for i in range(len(folder)):
+        _same(folder[i], packed[i])
+    with pytest.raises(DataError, match="missing chunk"):  # the deleted chunks were really needed elsewhere
+        SSL4EOS12(trimmed, modalities=("s2c",), seasons=1)[0]
+
+
+def _with_attrs(store, out, **attrs):
+    """A copy of ``store`` with some attributes changed."""
+    copy = shutil.copytree(store, out)
+    (copy / ".zattrs").write_text(json.dumps({**json.loads((copy / ".zattrs").read_text()), **attrs}))
+    return copy
+
+
+def test_store_checks(ssl4eo, tmp_path):
+    _, store = ssl4eo
+    old = _with_attrs(store, tmp_path / "old.zarr", format="eobook-packed-v1")
+    with pytest.raises(DataError, match="format 'eobook-packed-v1'.*python -m eobook data prepare"):
+        SSL4EOS12(old)
+    variables = [v for v in json.loads((store / ".zattrs").read_text())["variables"] if v != "dw"]
+    no_dw = _with_attrs(store, tmp_path / "no_dw.zarr", variables=variables)  # as if packed without masks
+    with pytest.raises(DataError, match=r"packed without \['dw'\]"):
+        SSL4EOS12(no_dw, dw_labels=True)
+    with pytest.raises(DataError, match="packed with 4 seasons"):
+        SSL4EOS12(store, n_seasons=3)
+
+
+def test_chunks_equal_to_fill_value_are_written(world, tmp_path):
+    """zarr skips chunks equal to the fill value unless told otherwise: EuroSAT's class 0 labels would be
+    missing from the store, and its reader would take them for a damaged copy."""
+    store = prepare("EuroSATMS", world / "EuroSAT-MS", tmp_path / "eurosat.zarr")
+    shape = json.loads((store / "label" / ".zarray").read_text())["shape"]
+    assert len(_chunk_files(store / "label")) == shape[0]
+    folder, packed = EuroSATMS(world / "EuroSAT-MS", split="train"), EuroSATMS(store, split="train")
+    first = next(i for i in range(len(folder)) if folder[i]["label"] == 0)
+    _same(folder[first], packed[first])

@@ -38,6 +38,8 @@ N_SEASONS = 4
 DW_NODATA = 255
 MULTILABEL_FILE = "ssl4eo_s12_ml.json"
 _BANDS = {"s1": S1_BANDS, "s2a": S2_L2A_BANDS, "s2c": S2_L1C_BANDS}
+#: Keys of ``raw_sample`` with a leading season axis (the packed store chunks them one season per chunk).
+SEASONAL_KEYS = (*MODALITIES, "dw", "multilabel", "has_multilabel")
 
 
 def season_for(seed: int, epoch: int, index: int, n_seasons: int = N_SEASONS) -> int:
@@ -89,6 +91,10 @@ class SSL4EOS12(EODataset):
         store = open_packed(self.root, type(self).__name__, None)
         super().__init__(on_error, store)
         if store is not None:
+            store.require(self._stored_keys())
+            packed_seasons = store.arrays[self.modalities[0]].shape[1]
+            if packed_seasons != n_seasons:
+                raise DataError(self.root, f"packed with {packed_seasons} seasons per location, n_seasons={n_seasons}")
             self.ids = store.ids
             return
         first = self.root / self.modalities[0]
@@ -121,12 +127,15 @@ class SSL4EOS12(EODataset):
     def read_raw(self, index: int) -> dict[str, Any]:
         seasons = self._season_list(index)
         if self.store is not None:
-            raw = self.store.read(index)
-            return {k: (v[seasons] if k in self._time_keys() else v) for k, v in raw.items()} | {"seasons": seasons}
+            # only the arrays and seasons this sample uses: SoftCon's one season of S2 L1C is a quarter of
+            # one of the store's arrays
+            return self.store.read(index, self._stored_keys(), seasons) | {"seasons": seasons}
         return self.raw_sample(index, seasons)
 
-    def _time_keys(self) -> tuple[str, ...]:
-        return (*self.modalities, "dw", "multilabel", "has_multilabel")
+    def _stored_keys(self) -> tuple[str, ...]:
+        """The ``raw_sample`` keys the samples are made of: the modalities and the labels asked for."""
+        labels = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())
+        return (*self.modalities, *labels)
 
     def raw_sample(self, index: int, seasons: list[int] | None = None) -> dict[str, Any]:
         """Arrays of the given seasons (all four by default), each with a leading time axis."""
