@@ -55,6 +55,26 @@ def _chunk_files(array_dir):
     return sorted(p for p in array_dir.iterdir() if not p.name.startswith("."))
 
 
+def test_bigearthnet_packed_removes_snow_cloud_like_folder(world, tmp_path):
+    """remove_snow_cloud works on the packed copy (the lists travel in the store), and a store packed from a
+    folder without the lists refuses it instead of silently keeping the snowy and cloudy patches."""
+    source = world / "BigEarthNet-MM"
+    store = prepare("BigEarthNetMM", source, tmp_path / "ben.zarr")
+    folder = BigEarthNetMM(source, split="train", remove_snow_cloud=True)
+    packed = BigEarthNetMM(store, split="train", remove_snow_cloud=True)
+    assert packed.patches == folder.patches and len(packed) < len(BigEarthNetMM(store, split="train"))
+    _same(folder[len(folder) - 1], packed[len(packed) - 1])
+
+    bare = tmp_path / "no-lists"
+    shutil.copytree(source, bare)
+    for name in ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv"):
+        (bare / name).unlink()
+    bare_store = prepare("BigEarthNetMM", bare, tmp_path / "bare.zarr")
+    assert len(BigEarthNetMM(bare_store, split="train")) == len(BigEarthNetMM(store, split="train"))
+    with pytest.raises(DataError, match="without the snow/cloud lists"):
+        BigEarthNetMM(bare_store, split="train", remove_snow_cloud=True)
+
+
 def test_ssl4eo_packed_seasons(ssl4eo):
     copy, store = ssl4eo
     kwargs = dict(modalities=("s1", "s2c"), dw_labels=True, multilabels=True, seed=1)

@@ -90,7 +90,10 @@ class BigEarthNetMM(EODataset):
         store = open_packed(self.root, type(self).__name__, split)
         super().__init__(on_error, store)
         if store is not None:
-            self.layout, self.patches = store.attrs["layout"], store.ids
+            self.layout = store.attrs["layout"]
+            if remove_snow_cloud:
+                self._drop_packed_snow_cloud(store)
+            self.patches = store.ids
             return
         self.layout = layout or self._detect_layout()
         index = self._index_v1() if self.layout == "v1" else self._index_v2()
@@ -151,13 +154,25 @@ class BigEarthNetMM(EODataset):
         self.v2_flags = meta.set_index("patch_id")
         return list(zip(meta["patch_id"], meta["s1_name"]))
 
-    def _without_snow_cloud(self, index):
+    def snow_cloud_patches(self) -> set[str]:
+        """S2 patch names on the official snow and cloud/shadow lists (v1 csvs, v2 metadata flags)."""
         if self.layout == "v2":
             flags = [c for c in ("contains_seasonal_snow", "contains_cloud_or_shadow") if c in self.v2_flags]
-            bad = set(self.v2_flags.index[self.v2_flags[flags].any(axis=1)]) if flags else set()
-        else:
-            bad = {row[0] for name in SNOW_CLOUD_LISTS for row in self._read_csv(self.root / name)}
+            return set(self.v2_flags.index[self.v2_flags[flags].any(axis=1)]) if flags else set()
+        return {row[0] for name in SNOW_CLOUD_LISTS for row in self._read_csv(self.root / name)}
+
+    def _without_snow_cloud(self, index):
+        bad = self.snow_cloud_patches()
         return [(s2, s1) for s2, s1 in index if s2 not in bad]
+
+    @staticmethod
+    def _drop_packed_snow_cloud(store) -> None:
+        """Keep the packed rows that are not on the snow/cloud lists the store recorded when it was packed."""
+        if store.attrs.get("snow_cloud") is None:
+            raise DataError(store.path, "remove_snow_cloud: this store was packed without the snow/cloud lists; "
+                                        "re-pack it with `python -m eobook data prepare` from a folder that has them")
+        bad = set(store.attrs["snow_cloud"])
+        store.keep([i for i, patch in enumerate(store.ids) if patch not in bad])
 
     # ---------------------------------------------------------------------------------------- files
     def _s2_folder(self, name: str) -> Path:

@@ -15,7 +15,8 @@ Layout (``FORMAT`` = ``eobook-packed-v2``; a zarr format 2 group that zarr and x
                   so that a reader asking for one season reads a quarter of the bytes
     id, split     [sample] strings: the sample's id and the split it was packed from ('' for none)
     attributes    format, reader (class name), variables, seasonal, source, synthetic, and what the
-                  reader needs back (BigEarthNet's layout, GEO-Bench's band statistics, ...)
+                  reader needs back (BigEarthNet's layout and its snow/cloud-listed patches, GEO-Bench's band
+                  statistics, ...)
 
 Chunks are compressed with Blosc LZ4 and byte shuffle (:func:`compressor`): it decodes a 120 px BigEarthNet
 S2 sample (12 float32 bands) in 0.2 ms at 0.71 of its size; Blosc Zstd level 1 packs to 0.66 but decodes
@@ -120,17 +121,19 @@ class ChunkedArray:
 class PackedStore:
     """Read access to the samples of one split of a packed store."""
 
-    def __init__(self, path: Path, split: str | None, attrs: dict[str, Any]):
-        import zarr
-
-        self.path, self.attrs = path, attrs
-        group = zarr.open_group(str(path), mode="r")  # once, for the small id and split arrays
+    def __init__(self, path: Path, split: str | None, group):
+        self.path, self.attrs = path, dict(group.attrs)
         splits = group["split"][:].astype(str)
         self.rows = np.flatnonzero(splits == split) if split is not None else np.arange(len(splits))
         self.ids = [str(x) for x in group["id"][:][self.rows]]
-        self.variables = list(attrs["variables"])
-        self.seasonal = set(attrs.get("seasonal", ()))
+        self.variables = list(self.attrs["variables"])
+        self.seasonal = set(self.attrs.get("seasonal", ()))
         self.arrays = {v: ChunkedArray(path / v) for v in self.variables}
+
+    def keep(self, positions: Sequence[int]) -> None:
+        """Restrict the split to the samples at ``positions`` (e.g. BigEarthNet without its snow/cloud patches)."""
+        self.rows = self.rows[list(positions)]
+        self.ids = [self.ids[i] for i in positions]
 
     def require(self, keys: Iterable[str]) -> None:
         """Refuse a reader option whose arrays were not packed (e.g. Dynamic World masks absent at packing)."""
@@ -157,14 +160,15 @@ def open_packed(root: Path, reader: str, split: str | None) -> PackedStore | Non
         return None
     import zarr
 
-    attrs = dict(zarr.open_group(str(root), mode="r").attrs)
+    group = zarr.open_group(str(root), mode="r")  # once, for the attributes and the small id and split arrays
+    attrs = dict(group.attrs)
     if attrs.get("format") != FORMAT:
         raise DataError(root, f"packed store format {attrs.get('format')!r}, this eobook reads {FORMAT!r}: re-pack "
                               f"it with `python -m eobook data prepare {attrs.get('reader', reader)} --root "
                               f"<dataset folder> --out {root}` (after moving the old store away)")
     if attrs.get("reader") != reader:
         raise DataError(root, f"packed store of {attrs.get('reader')!r}, not {reader!r}")
-    return PackedStore(root, split, attrs)
+    return PackedStore(root, split, group)
 
 
 def _to_dataset(samples: list[dict[str, Any]], split: str | None):
@@ -237,6 +241,8 @@ def pack(datasets: Iterable[tuple[str | None, Any]], out: Path, attrs: dict[str,
                                                      seasonal=[v for v in variables if v in seasonal], **attrs)
     os.replace(tmp, out)  # a store that exists is complete
     return out
+
+
 def _ssl4eo_parts(root: Path, cls):
     from .ssl4eo import MODALITIES, MULTILABEL_FILE, SEASONAL_KEYS
 
@@ -244,6 +250,16 @@ def _ssl4eo_parts(root: Path, cls):
     reader = cls(root, modalities=modalities, seasons="all", dw_labels=(root / "dw").is_dir(),
                  multilabels=(root / MULTILABEL_FILE).is_file(), normalize=False)
     return [(None, reader)], {"modalities": list(modalities)}, SEASONAL_KEYS
+
+
+def _bigearthnet_attrs(reader) -> dict[str, Any]:
+    """The layout, and the patches of the snow/cloud lists (None when the folder has no lists), so that
+    ``remove_snow_cloud`` works on the packed copy too."""
+    try:
+        snow_cloud = sorted(reader.snow_cloud_patches())
+    except DataError:
+        snow_cloud = None
+    return {"layout": reader.layout, "snow_cloud": snow_cloud}
 
 
 def prepare(name: str, root: Path, out: Path, task: str | None = None) -> Path:
@@ -268,6 +284,6 @@ def prepare(name: str, root: Path, out: Path, task: str | None = None) -> Path:
         attrs = {}
     else:  # BigEarthNetMM, EuroSATMS: train / val / test lists
         parts = [(s, cls(root, split=s, normalize=False)) for s in ("train", "val", "test")]
-        attrs = {"layout": getattr(parts[0][1], "layout", None)} if name == "BigEarthNetMM" else {}
+        attrs = _bigearthnet_attrs(parts[0][1]) if name == "BigEarthNetMM" else {}
     synthetic = (root / "SYNTHETIC").is_file() or (root.parent / "SYNTHETIC").is_file()
     return pack(parts, out, {"reader": name, "source": root.name, "synthetic": synthetic, **attrs}, seasonal)
