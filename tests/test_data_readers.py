@@ -197,3 +197,16 @@ def test_open_dataset_in_memory_matches_the_reader_and_refuses_unknown_readers(w
     for in_memory_flag in (False, True):
         with pytest.raises(ValueError, match="reader: expected one of"):
             open_dataset("NoSuchReader", world, in_memory=in_memory_flag)
+
+
+def test_chapter_dataset_follows_data_root_and_cache_data(world):
+    from types import SimpleNamespace
+
+    from eobook.data import DataError, chapter_dataset
+
+    cfg = SimpleNamespace(data_root=str(world), world_size="tiny", world_seed=0, cache_data=False)
+    assert isinstance(chapter_dataset(cfg, "SEN12MS", "SEN12MS", split="test"), SEN12MS)
+    cached = chapter_dataset(SimpleNamespace(**{**vars(cfg), "cache_data": True}), "SEN12MS", "SEN12MS", split="test")
+    assert isinstance(cached, list) and len(cached) == len(SEN12MS(world / "SEN12MS", split="test"))
+    with pytest.raises(DataError, match="no NoSuchFolder dataset here"):
+        chapter_dataset(cfg, "SEN12MS", "NoSuchFolder")

@@ -72,7 +72,13 @@ def open_dataset(reader: str, root: str | os.PathLike, in_memory: bool = False, 
     return READERS[reader](root, **kwargs)
 
 
-__all__ = ["dataset_root", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
+def chapter_dataset(cfg: Any, reader: str, folder: str, **kwargs: Any):
+    """A chapter's dataset: ``READERS[reader]`` on ``dataset_root(cfg, folder)``, kept in memory when
+    ``cfg.cache_data`` (the small sample worlds, read once per process)."""
+    return open_dataset(reader, dataset_root(cfg, folder), cfg.cache_data, **kwargs)
+
+
+__all__ = ["chapter_dataset", "dataset_root", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
            "MMEARTH_S2_BANDS", "MODALITY_BANDS", "S2_L1C_BANDS", "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "READERS",
            "DataError", "BigEarthNetMM", "EuroSATMS", "GeoBench", "MMEarth", "SEN12MS", "SSL4EOS12",
            "ensure_sample_world", "real_data_root"]

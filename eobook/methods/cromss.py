@@ -385,10 +385,10 @@ class CromSS(nn.Module):
 # --------------------------------------------------------------------------------------------------
 def noisy_label_dataset(cfg: Any):
     """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks."""
-    from ..data import dataset_root, open_dataset
+    from ..data import chapter_dataset
 
-    return open_dataset("SSL4EOS12", dataset_root(cfg, "SSL4EO-S12"), cfg.cache_data, modalities=("s1", "s2c"),
-                        seasons="all", dw_labels=True, seed=cfg.seed)
+    return chapter_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=("s1", "s2c"), seasons="all", dw_labels=True,
+                           seed=cfg.seed)
 
 
 def build_module(cfg: Any) -> CromSS:

@@ -498,10 +498,9 @@ def bigearthnet(cfg: Any, split: str) -> Dataset:
     """BigEarthNet-MM ``split`` without the patches of the official snow and cloud lists (Sec. 3.1: "Patches
     got dropped where the scene is fully covered in seasonal snow, or those including artifacts of clouds");
     with ``cfg.cache_data`` read once per process and kept in memory."""
-    from ..data import dataset_root, open_dataset
+    from ..data import chapter_dataset
 
-    return open_dataset("BigEarthNetMM", dataset_root(cfg, "BigEarthNet-MM"), cfg.cache_data, split=split,
-                        remove_snow_cloud=True)
+    return chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=split, remove_snow_cloud=True)
 
 
 def build_pretraining(cfg: Any) -> tuple[DINOMM, Dataset, None, dict[str, Any]]:

@@ -31,6 +31,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data import chapter_dataset
 from ..evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset, linear_probe,
                         subset)
 from ..nn import CrossAttention, patchify, random_keep_indices, sincos_pos_embed_2d, take_tokens, unpatchify
@@ -492,16 +493,9 @@ class PairedPatches(Dataset):
                                  "whole batches (resize the dataset's files to one size first)")
 
 
-def read(cfg, reader: str, folder: str, split: str) -> Dataset:
-    """``eobook.data.<reader>`` on ``<data root>/<folder>``; kept in memory with ``cfg.cache_data``."""
-    from .. import data
-    root = data.dataset_root(cfg, folder)
-    return data.open_dataset(reader, root, cfg.cache_data, split=split)
-
-
 def bigearthnet(cfg, split: str) -> PairedPatches:
     """BigEarthNet-MM ``split`` at its native size (real data: 120 px; labels: 19-class multi-hot)."""
-    return PairedPatches(read(cfg, "BigEarthNetMM", "BigEarthNet-MM", split))
+    return PairedPatches(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=split))
 
 
 def sen12ms(cfg, split: str) -> PairedPatches:
@@ -509,7 +503,7 @@ def sen12ms(cfg, split: str) -> PairedPatches:
     -1 if unlabelled; S2 without B10)."""
     from ..data.bands import S2_L1C_BANDS, S2_L2A_BANDS
     bands = [S2_L1C_BANDS.index(b) for b in S2_L2A_BANDS]
-    return PairedPatches(read(cfg, "SEN12MS", "SEN12MS", split), s2_bands=bands, label_key="label_scene")
+    return PairedPatches(chapter_dataset(cfg, "SEN12MS", "SEN12MS", split=split), s2_bands=bands, label_key="label_scene")
 
 
 # --------------------------------------------------------------------------------------------------

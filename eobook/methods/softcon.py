@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import chapter_dataset
 from ..nn import create_vit, encode_visible, last_blocks_cls, random_keep_indices
 from ..train import StepContext, ema_update
 
@@ -507,18 +508,9 @@ def create_backbone(cfg: Any) -> Backbone:
     return backbone
 
 
-def load_dataset(cfg: Any, reader: str, folder: str, **kwargs: Any):
-    """A reader of ``eobook.data`` on ``<data root>/<folder>``; with ``cfg.cache_data`` read once per process
-    and kept in memory (the sample world is small; the lambda ablation re-uses the same samples)."""
-    from .. import data
-
-    root = data.dataset_root(cfg, folder)
-    return data.open_dataset(reader, root, cfg.cache_data, **kwargs)
-
-
 def build_pretraining(cfg: Any) -> tuple[SoftCon, Any, None, dict[str, Any]]:
     """SoftCon on SSL4EO-S12-ML: one random season per location, its S2 L1C (or S1) image and multi-label."""
-    dataset = load_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=(cfg.modality,), seasons="random",
+    dataset = chapter_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=(cfg.modality,), seasons="random",
                            multilabels=True, seed=cfg.seed)
     backbone = create_backbone(cfg)
     module = SoftCon(backbone, input_key="s1" if cfg.modality == "s1" else "s2", proj_hidden=cfg.proj_hidden,
@@ -556,8 +548,8 @@ def bigearthnet_splits(cfg: Any) -> tuple[Any, Any]:
     """BigEarthNet-MM train (``cfg.probe_fraction`` of it, drawn without replacement) and test."""
     from ..evaluate import label_fraction_subset, subset
 
-    train = load_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="train")
-    test = load_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="test")
+    train = chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="train")
+    test = chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="test")
     return subset(train, label_fraction_subset(len(train), cfg.probe_fraction, cfg.seed)), test
 
 
@@ -573,7 +565,7 @@ def linear_probe_benchmarks(backbone: Backbone, cfg: Any, device: str | torch.de
     (train_x, train_y), (test_x, test_y) = (extract_features(encode, d, device=device) for d in bigearthnet_splits(cfg))
     results = {"ben_mAP": linear_probe(train_x, train_y, test_x, test_y, probe)["mAP_macro"]}
     if cfg.modality == "s2c":
-        splits = (load_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in ("train", "test"))
+        splits = (chapter_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in ("train", "test"))
         (train_x, train_y), (test_x, test_y) = (extract_features(encode, d, device=device) for d in splits)
         probe = dataclasses.replace(probe, task="multiclass")
         results["eurosat_OA"] = linear_probe(train_x, train_y.reshape(-1), test_x, test_y.reshape(-1), probe,
