@@ -298,6 +298,20 @@ def test_results_table_layout():
     assert table.loc["DINO-MM", ("100%", "S1", "this run")] == 50.0
 
 
+def test_random_init_row_is_the_mean_over_seeded_backbones():
+    cfg = tiny_cfg(random_init_seeds=2, label_fractions=(1.0,), probe_epochs=5)
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(48, D.N_CLASSES, generator=g) < 0.5).float()
+    data = [{"s2": torch.rand(12, 32, 32, generator=g) * 0.5 + 0.5 * labels[i, :12, None, None],
+             "s1": torch.rand(2, 32, 32, generator=g), "label": labels[i]} for i in range(48)]
+    mean, per_seed = D.random_init_evaluation(data[:32], data[32:], cfg)
+    assert len(per_seed) == 2 and per_seed[0] != per_seed[1]  # two different random ViTs
+    for column, value in mean.items():
+        assert value == pytest.approx((per_seed[0][column] + per_seed[1][column]) / 2)
+    again = D.linear_evaluation(D.random_backbone(cfg, cfg.seed + 1), data[:32], data[32:], cfg)
+    assert again == pytest.approx(per_seed[1])  # seed cfg.seed + i is the i-th row, reproducibly
+
+
 # --------------------------------------------------------------------------------------------------
 # Profiles
 # --------------------------------------------------------------------------------------------------
@@ -310,6 +324,7 @@ def test_full_profile_is_the_paper():
     assert (cfg.student_temp, cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs) == \
         (0.1, 0.04, 0.07, 30)
     assert cfg.label_fractions == (1.0, 0.01) and cfg.probe_lr == 0.01 and cfg.probe_blocks == 4
+    assert not cfg.probe_standardize and cfg.random_init_seeds == 1
 
 
 @pytest.mark.parametrize("field, value", [("sensor_drop_p", 1.5), ("local_crop_scale", (0.5, 0.1)),
