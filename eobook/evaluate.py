@@ -353,6 +353,20 @@ def _fine_tune_loss(cfg: FineTuneConfig) -> nn.Module:
     return probe_loss(cfg.task, cfg.label_smoothing)
 
 
+def average_scores(runs: list[dict]) -> dict:
+    """Column-wise mean of several runs' scores (e.g. random initialisations with different seeds); every
+    run must have the same columns."""
+    if not runs or any(set(run) != set(runs[0]) for run in runs):
+        raise ValueError(f"expected one or more runs with the same columns, got {[sorted(run) for run in runs]}")
+    return {column: float(np.mean([run[column] for run in runs])) for column in runs[0]}
+
+
+def score_ranges(runs: list[dict]) -> dict:
+    """``{column: "min-max"}`` over several runs, to print the seed-to-seed spread beside their mean."""
+    return {column: f"{min(run[column] for run in runs):.1f}-{max(run[column] for run in runs):.1f}"
+            for column in runs[0]}
+
+
 def subset(dataset: Dataset, indices: Iterable[int]) -> Subset:
     return Subset(dataset, list(map(int, indices)))
 

@@ -96,6 +96,18 @@ def test_fine_tune_with_frozen_encoder_keeps_its_batchnorm_statistics():
     assert not torch.equal(encoder[1].running_mean, before)   # end to end they adapt, as they should
 
 
+def test_average_scores_and_ranges_over_seeds():
+    from eobook.evaluate import average_scores, score_ranges
+
+    runs = [{"a": 70.0, "b": 50.0}, {"a": 74.0, "b": 53.0}, {"a": 72.5, "b": 50.5}]
+    assert average_scores(runs) == pytest.approx({"a": 72.166667, "b": 51.166667})
+    assert score_ranges(runs) == {"a": "70.0-74.0", "b": "50.0-53.0"}
+    with pytest.raises(ValueError, match="same columns"):
+        average_scores([{"a": 1.0}, {"b": 1.0}])
+    with pytest.raises(ValueError, match="one or more"):
+        average_scores([])
+
+
 def test_compare_to_baseline_counts_wins_and_states_the_outcome():
     from eobook.evaluate import compare_to_baseline
 

@@ -325,6 +325,14 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), name
 
 
+# ------------------------------------------------------------------------------------------ baselines
+def test_random_encoders_are_seeded_and_differ_between_seeds():
+    cfg = get_profile("fus_mae", "tiny")
+    first, again, other = (fm.random_encoder(cfg, seed).state_dict() for seed in (0, 0, 1))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+
+
 # ---------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field,value", [("mask_ratio", 1.0), ("variant", "XAE"), ("masking", "random"),
                                          ("img_size", 30), ("embed_dim", 66), ("probe_label_fraction", 0.0)])

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ..evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset,
-                        linear_probe)
+from ..evaluate import (FineTuneConfig, ProbeConfig, average_scores, extract_features, fine_tune,
+                        label_fraction_subset, linear_probe)
 from ..nn.vit import create_vit, last_blocks_cls
 from ..train import cosine_schedule, ema_update
 
@@ -598,8 +598,7 @@ def random_init_evaluation(train_set: Dataset, test_set: Dataset, cfg: Any, devi
     little data one random ViT's probe varies by a point or two from seed to seed."""
     per_seed = [linear_evaluation(random_backbone(cfg, cfg.seed + i), train_set, test_set, cfg, device)
                 for i in range(cfg.random_init_seeds)]
-    mean = {column: float(np.mean([scores[column] for scores in per_seed])) for column in per_seed[0]}
-    return mean, per_seed
+    return average_scores(per_seed), per_seed
 
 
 def results_table(run_rows: dict[str, dict[tuple[str, str], float]], paper: dict = PAPER_TABLE2):

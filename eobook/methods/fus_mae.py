@@ -517,6 +517,12 @@ def build_model(cfg) -> FusMAE:
                   masking=cfg.masking, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)
 
 
+def random_encoder(cfg, seed: int) -> FusMAEEncoder:
+    """The encoder of a randomly initialised :class:`FusMAE`, seeded (the "random init" baseline)."""
+    torch.manual_seed(seed)
+    return build_model(cfg).encoder
+
+
 def model_meta(cfg) -> dict[str, Any]:
     """Shape fields that identify a checkpoint (one of another size or variant is refused)."""
     names = ("variant", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth")
