@@ -363,6 +363,8 @@ def average_scores(runs: list[dict]) -> dict:
 
 def score_ranges(runs: list[dict]) -> dict:
     """``{column: "min-max"}`` over several runs, to print the seed-to-seed spread beside their mean."""
+    if not runs:
+        raise ValueError("expected one or more runs, got none")
     return {column: f"{min(run[column] for run in runs):.1f}-{max(run[column] for run in runs):.1f}"
             for column in runs[0]}
 

@@ -106,6 +106,8 @@ def test_average_scores_and_ranges_over_seeds():
         average_scores([{"a": 1.0}, {"b": 1.0}])
     with pytest.raises(ValueError, match="one or more"):
         average_scores([])
+    with pytest.raises(ValueError, match="one or more"):
+        score_ranges([])
 
 
 def test_compare_to_baseline_counts_wins_and_states_the_outcome():

@@ -333,6 +333,15 @@ def test_random_encoders_are_seeded_and_differ_between_seeds():
     assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
 
 
+def test_random_init_row_is_the_mean_over_seeded_encoders():
+    cfg = get_profile("fus_mae", "tiny", random_init_seeds=3)
+    probe = lambda encoder: {"first weight": float(encoder.state_dict()["patch_embed.s1.weight"].flatten()[0])}  # noqa: E731
+    mean, per_seed = fm.random_init_scores(probe, cfg)
+    assert per_seed == [probe(fm.random_encoder(cfg, cfg.seed + i)) for i in range(3)]  # seeds seed, seed+1, ...
+    assert len({row["first weight"] for row in per_seed}) == 3
+    assert mean["first weight"] == pytest.approx(sum(row["first weight"] for row in per_seed) / 3)
+
+
 # ---------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field,value", [("mask_ratio", 1.0), ("variant", "XAE"), ("masking", "random"),
                                          ("img_size", 30), ("embed_dim", 66), ("probe_label_fraction", 0.0)])

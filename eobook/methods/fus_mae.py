@@ -32,8 +32,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import chapter_dataset
-from ..evaluate import (FineTuneConfig, ProbeConfig, extract_features, fine_tune, label_fraction_subset, linear_probe,
-                        subset)
+from ..evaluate import (FineTuneConfig, ProbeConfig, average_scores, extract_features, fine_tune, label_fraction_subset,
+                        linear_probe, subset)
 from ..nn import CrossAttention, patchify, random_keep_indices, sincos_pos_embed_2d, take_tokens, unpatchify
 
 #: The two modalities in the paper's order: I_1 = SAR (Sentinel-1), I_2 = optical (Sentinel-2).
@@ -521,6 +521,15 @@ def random_encoder(cfg, seed: int) -> FusMAEEncoder:
     """The encoder of a randomly initialised :class:`FusMAE`, seeded (the "random init" baseline)."""
     torch.manual_seed(seed)
     return build_model(cfg).encoder
+
+
+def random_init_scores(score: Callable[[FusMAEEncoder], dict[str, float]], cfg
+                       ) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The "random init" row: ``score`` of ``cfg.random_init_seeds`` random encoders (seeds ``cfg.seed``,
+    ``cfg.seed + 1``, ...). Returns the per-column mean and each seed's scores, because on a few hundred
+    patches one random encoder's probe moves by one to several points from seed to seed."""
+    per_seed = [score(random_encoder(cfg, cfg.seed + i)) for i in range(cfg.random_init_seeds)]
+    return average_scores(per_seed), per_seed
 
 
 def model_meta(cfg) -> dict[str, Any]:
