@@ -20,7 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import PROFILE_NAMES, ConfigError, chapter_names, get_chapter, get_profile
+from .chapters import chapter_names, get_chapter, get_profile
+from .config import PROFILE_NAMES, ConfigError
 from .runtime import REPO_ROOT, atomic_write_json
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -165,11 +166,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .runtime import setup_run
-    from .train import pretrain
 
-    cfg = get_profile(args.chapter, args.profile, **parse_assignments(args.param))
+    chapter = get_chapter(args.chapter)
+    cfg = chapter.profile(args.profile, **parse_assignments(args.param))
     run = setup_run(cfg, args.out, verbose=int(os.environ.get("RANK", 0)) == 0)
-    _, result = pretrain(args.chapter, cfg, args.out)  # every rank resumes from the same checkpoints
+    _, result = chapter.pretrain(cfg, args.out)  # every rank resumes from the same checkpoints
     if run.dist.is_main:
         final = result.history[-1] if result.history else {}
         print(json.dumps({"steps": result.steps, "final": final, "samples_per_s": result.samples_per_second}))

@@ -336,6 +336,24 @@ class Run:
     provenance: dict[str, Any]
     dist: DistInfo
 
+    @property
+    def synthetic(self) -> bool:
+        """True when the run reads the synthetic sample world (no ``data_root``)."""
+        return not self.config.data_root
+
+    def caption(self) -> str:
+        """Which profile, data and hardware produced this run's numbers, and what they are not: the line
+        every results table carries."""
+        profile = self.config.profile or "custom"
+        data = "the synthetic sample world" if self.synthetic else "the real data"
+        if profile == "full" and not self.synthetic:
+            note = "The paper's settings on the paper's data: comparable with the paper's numbers."
+        elif profile == "tiny":
+            note = "A tiny run checks the mechanics on a toy world; it is not a reproduction."
+        else:
+            note = "Not a reproduction: only the full profile on the real data reproduces the paper."
+        return f"Profile '{profile}' on {data}; hardware: {self.provenance['device']}. {note}"
+
 
 def setup_run(config: Any, out_dir: str | os.PathLike | None = None, *, verbose: bool = True) -> Run:
     """Seed, choose device and precision, and record provenance for a chapter run.
@@ -352,7 +370,6 @@ def setup_run(config: Any, out_dir: str | os.PathLike | None = None, *, verbose:
     dist = dist_info()
     folder = RunFolder(out_dir if dist.is_main else None)  # under torchrun only rank 0 writes
     params = dataclasses.asdict(config)
-    params["profile"] = getattr(config, "profile_name", None)
     record = provenance(params, device)
     if folder.path is not None:
         atomic_write_json(folder.path / "provenance.json", record)

@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eobook.config import ConfigError, get_profile
+from eobook.config import ConfigError
+from eobook.evaluate import seeded
 from eobook.methods import dino_mm as D
+from eobook.rng import GeneratorRandom
 from eobook.runtime import DistInfo
 from eobook.train import StepContext, fit
 
@@ -18,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def tiny_cfg(**overrides):
-    return get_profile("dino_mm", "tiny", **overrides)
+    return D.CHAPTER.profile("tiny", **overrides)
 
 
 def make_ctx(step: int = 0, epoch: int = 0, total_steps: int = 10, seed: int = 0) -> StepContext:
@@ -58,13 +60,13 @@ def test_random_sensor_drop_frequencies_and_never_both():
     assert abs(both - 0.5) < 0.02 and abs(s2_only - 0.25) < 0.02 and abs(s1_only - 0.25) < 0.02
 
 
-def test_random_sensor_drop_single_sample_and_bad_shape():
+def test_random_sensor_drop_always_drops_one_sensor_at_p_1_and_refuses_bad_shapes():
     drop = D.RandomSensorDrop(p=1.0)
-    out = drop(torch.ones(14, 4, 4), torch.Generator().manual_seed(1))
+    out = drop(torch.ones(1, 14, 4, 4), torch.Generator().manual_seed(1))[0]
     assert out.shape == (14, 4, 4)
     assert (out[:12].sum() == 0) != (out[12:].sum() == 0)
     with pytest.raises(ValueError, match="C=14"):
-        drop(torch.ones(13, 4, 4))
+        drop(torch.ones(1, 13, 4, 4))
 
 
 def test_select_sensors_zeroes_the_missing_sensor():
@@ -128,28 +130,6 @@ def test_augmentation_warmup_ramps_linearly_then_holds():
                                    DistInfo())
     assert [module.augmentation_strength(ctx(s)) for s in (0, 10, 20, 50)] == [0.0, 0.5, 1.0, 1.0]
     assert D.DINOMM(tiny_cfg()).augmentation_strength(ctx(0)) == 1.0  # the paper: full strength at once
-
-
-def test_crop_of_whole_image_is_identity_and_flip_mirrors():
-    x = torch.rand(2, 3, 8, 8)
-    whole = (torch.zeros(2), torch.zeros(2), torch.ones(2), torch.ones(2))
-    assert torch.allclose(D.resample_boxes(x, whole, 8, mode="bilinear"), x, atol=1e-5)
-    flipped = D.resample_boxes(x, whole, 8, flip=torch.tensor([True, False]), mode="bilinear")
-    assert torch.allclose(flipped[0], x[0].flip(-1), atol=1e-5) and torch.allclose(flipped[1], x[1], atol=1e-5)
-
-
-def test_crop_boxes_respect_scale_and_stay_inside():
-    cx, cy, w, h = D.crop_boxes(4000, (0.05, 0.4), D.uniform_source(torch.Generator().manual_seed(0)))
-    area = w * h  # fraction of the image (w, h are fractions of the side)
-    assert float(area.min()) >= 0.05 - 1e-6 and float(area.max()) <= 0.4 + 1e-6
-    assert float((cx.abs() + w).max()) <= 1 + 1e-6 and float((cy.abs() + h).max()) <= 1 + 1e-6
-
-
-def test_gaussian_blur_preserves_constants_and_smooths():
-    const = torch.full((2, 14, 16, 16), 0.3)
-    assert torch.allclose(D.gaussian_blur(const, torch.tensor([0.5, 2.0])), const, atol=1e-6)
-    noise = torch.rand(1, 1, 32, 32)
-    assert float(D.gaussian_blur(noise, torch.tensor([2.0])).std()) < 0.5 * float(noise.std())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,7 +288,7 @@ def test_random_init_row_is_the_mean_over_seeded_backbones():
     assert len(per_seed) == 2 and per_seed[0] != per_seed[1]  # two different random ViTs
     for column, value in mean.items():
         assert value == pytest.approx((per_seed[0][column] + per_seed[1][column]) / 2)
-    again = D.linear_evaluation(D.random_backbone(cfg, cfg.seed + 1), data[:32], data[32:], cfg)
+    again = D.linear_evaluation(seeded(lambda: D.build_backbone(cfg), cfg.seed + 1), data[:32], data[32:], cfg)
     assert again == pytest.approx(per_seed[1])  # seed cfg.seed + i is the i-th row, reproducibly
 
 
@@ -316,7 +296,7 @@ def test_random_init_row_is_the_mean_over_seeded_backbones():
 # Profiles
 # --------------------------------------------------------------------------------------------------
 def test_full_profile_is_the_paper():
-    cfg = get_profile("dino_mm", "full")
+    cfg = D.CHAPTER.profile("full")
     assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) == (384, 12, 6, 8)
     assert (cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim) == (65536, 2048, 256)
     assert (cfg.global_crop_size, cfg.local_crop_size, cfg.n_local_crops) == (112, 48, 8)

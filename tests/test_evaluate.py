@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from eobook.evaluate import (ProbeConfig, classification_metrics, knn_classify, label_fraction_subset, linear_probe,
+from eobook.evaluate import (Task, classification_metrics, knn_classify, label_fraction_subset, linear_probe,
                              multilabel_map, segmentation_metrics)
+from eobook.train import TrainConfig, list_checkpoints
+
+
+def loop(**settings):
+    return TrainConfig(device="cpu", log_every=0, **settings)
 
 
 def test_multilabel_map_hand_computed():
@@ -69,31 +74,75 @@ def _separable(n, seed):
 
 def test_linear_probe_and_knn_beat_chance():
     (xtr, ytr), (xte, yte) = _separable(300, 0), _separable(100, 1)
-    out = linear_probe(xtr, ytr, xte, yte, ProbeConfig(task="multiclass", epochs=20, batch_size=32, lr=0.1))
+    sgd = loop(epochs=20, batch_size=32, optimizer="sgd", lr=0.1)
+    out = linear_probe(xtr, ytr, xte, yte, Task("multiclass", 3), sgd, standardize_features=True)
     assert out["top1"] > 90
     scores = knn_classify(xtr, ytr, xte, k=10)
     assert (scores.argmax(1) == yte).float().mean() > 0.9
     multi = torch.nn.functional.one_hot(ytr, 3).float()
-    out = linear_probe(xtr, multi, xte, torch.nn.functional.one_hot(yte, 3).float(), ProbeConfig(epochs=20, lr=0.1))
+    out = linear_probe(xtr, multi, xte, torch.nn.functional.one_hot(yte, 3).float(), Task("multilabel", 3), sgd)
     assert out["mAP_macro"] > 90
+
+
+def test_linear_probe_keeps_the_last_partial_batch():
+    (xtr, ytr), (xte, yte) = _separable(10, 0), _separable(20, 1)
+    from eobook.evaluate import Supervised, TensorBatches, train_supervised
+
+    head = torch.nn.Linear(8, 3)
+    result = train_supervised(head, TensorBatches(x=xtr, label=ytr), lambda m, b: m(b["x"]), Task("multiclass", 3),
+                              loop(epochs=2, batch_size=4, optimizer="sgd", lr=0.1), collate_fn=TensorBatches.collate)
+    assert result.steps == 2 * 3                                # 4 + 4 + 2 samples an epoch
+    assert isinstance(Supervised(head, lambda m, b: m(b["x"]), Task("multiclass", 3)), torch.nn.Module)
+
+
+def test_an_interrupted_probe_resumes_to_the_uninterrupted_result(tmp_path):
+    """A probe trains in the loop pretraining uses: killed after a checkpoint, the same call resumes there and
+    ends exactly where an uninterrupted probe ends."""
+    from eobook.runtime import set_deterministic
+
+    set_deterministic(True)
+    (xtr, ytr), (xte, yte) = _separable(96, 0), _separable(40, 1)
+    sgd = loop(epochs=4, batch_size=16, optimizer="sgd", lr=0.05, checkpoint_every=5)
+    task = Task("multiclass", 3)
+    straight = linear_probe(xtr, ytr, xte, yte, task, sgd, checkpoint_dir=tmp_path / "a")
+    linear_probe(xtr, ytr, xte, yte, task, sgd, checkpoint_dir=tmp_path / "b", stop_after_steps=10)
+    assert [p.name for p in list_checkpoints(tmp_path / "b")][-1] == "ckpt-00000010.pt"
+    resumed = linear_probe(xtr, ytr, xte, yte, task, sgd, checkpoint_dir=tmp_path / "b")
+    assert resumed == straight
+    a, b = (torch.load(list_checkpoints(tmp_path / d)[-1], weights_only=False)["model"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_fine_tune_with_frozen_encoder_keeps_its_batchnorm_statistics():
     from torch import nn
 
-    from eobook.evaluate import FineTuneConfig, fine_tune
+    from eobook.evaluate import fine_tune
 
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
     model = nn.Sequential(encoder, nn.Linear(8, 2))
     data = [{"x": torch.randn(4) + 3, "label": torch.tensor(i % 2)} for i in range(32)]
     before = encoder[1].running_mean.clone()
-    cfg = FineTuneConfig(task="multiclass", epochs=2, batch_size=8, lr=1e-2, freeze_encoder=True)
-    fine_tune(model, data, data, lambda m, b: m(b["x"]), cfg, 2, encoder_params=list(encoder.parameters()))
-    assert torch.equal(encoder[1].running_mean, before)
-    cfg = FineTuneConfig(task="multiclass", epochs=1, batch_size=8, lr=1e-2, freeze_encoder=False)
-    fine_tune(model, data, data, lambda m, b: m(b["x"]), cfg, 2, encoder_params=list(encoder.parameters()))
+    task, adamw = Task("multiclass", 2), loop(epochs=2, batch_size=8, lr=1e-2)
+    weights = encoder[0].weight.detach().clone()
+    fine_tune(model, data, data, lambda m, b: m(b["x"]), task, adamw, frozen=list(encoder.parameters()))
+    assert torch.equal(encoder[1].running_mean, before) and torch.equal(encoder[0].weight, weights)
+    fine_tune(model, data, data, lambda m, b: m(b["x"]), task, adamw)
     assert not torch.equal(encoder[1].running_mean, before)   # end to end they adapt, as they should
+
+
+def test_random_init_baseline_seeds_each_network_and_leaves_the_global_state_alone():
+    from eobook.evaluate import random_init_baseline
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    mean, per_seed = random_init_baseline(lambda: torch.nn.Linear(3, 1),
+                                          lambda net, seed: {"w": float(net.weight.detach().sum()), "seed": seed}, [0, 1, 0])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert per_seed[0] == per_seed[2] != per_seed[1]                 # a seed always builds the same network
+    assert mean["w"] == pytest.approx(sum(r["w"] for r in per_seed) / 3)
+    torch.manual_seed(0)
+    assert per_seed[0]["w"] == pytest.approx(float(torch.nn.Linear(3, 1).weight.detach().sum()))
 
 
 def test_average_scores_and_ranges_over_seeds():

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from eobook.nn import (CrossAttention, create_vit, encode_visible, last_blocks_cls, patchify, random_keep_indices,
-                       sincos_pos_embed_2d, take_tokens, unpatchify)
+from eobook.masking import random_keep_indices
+from eobook.nn import CrossAttention, create_vit, encode_visible, last_blocks_cls, patchify, sincos_pos_embed_2d, unpatchify
+from eobook.rng import GeneratorRandom
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def test_encode_visible_without_mask_equals_timm_forward_features(vit):
 
 def test_encode_visible_encodes_only_kept_patches(vit):
     x = torch.randn(2, 14, 32, 32)
-    keep = random_keep_indices(2, 16, 4, generator=torch.Generator().manual_seed(0))
+    keep = random_keep_indices(2, 16, 4, GeneratorRandom(0))
     out = encode_visible(vit, x, keep)
     assert out.shape == (2, 1 + 4, 64)
     # a patch that is not kept cannot influence the output
@@ -34,19 +35,6 @@ def test_encode_visible_encodes_only_kept_patches(vit):
 
 def test_last_blocks_cls_concatenates_n_blocks(vit):
     assert last_blocks_cls(vit, torch.randn(3, 14, 32, 32), n=2).shape == (3, 2 * 64)
-
-
-def test_random_keep_indices_are_sorted_distinct_and_refuse_bad_counts():
-    keep = random_keep_indices(5, 10, 3, generator=torch.Generator().manual_seed(1))
-    assert keep.shape == (5, 3)
-    assert all(len(set(row.tolist())) == 3 and row.tolist() == sorted(row.tolist()) for row in keep)
-    with pytest.raises(ValueError, match="num_keep"):
-        random_keep_indices(1, 4, 0)
-
-
-def test_take_tokens_gathers_per_sample():
-    tokens = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
-    assert take_tokens(tokens, torch.tensor([[3, 0], [1, 2]])).squeeze(-1).tolist() == [[3, 0], [5, 6]]
 
 
 def test_cross_attention_fused_equals_explicit_and_rows_sum_to_one():

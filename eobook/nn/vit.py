@@ -11,6 +11,8 @@ import timm
 import torch
 from torch import nn
 
+from ..masking import take_tokens
+
 #: (embed_dim, depth, num_heads) of the standard sizes (Dosovitskiy et al. 2021; Touvron et al. 2021).
 VIT_SIZES = {
     "tiny": (192, 12, 3),
@@ -70,20 +72,6 @@ def last_blocks_cls(vit: timm.models.VisionTransformer, x: torch.Tensor, n: int 
     inter = vit.forward_intermediates(x, indices=n, return_prefix_tokens=True, norm=True, output_fmt="NLC",
                                       intermediates_only=True)
     return torch.cat([prefix[:, 0] for _, prefix in inter], dim=-1)
-
-
-def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Gather tokens [B,N,D] at per-sample indices [B,K] -> [B,K,D]."""
-    return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-
-
-def random_keep_indices(batch_size: int, num_tokens: int, num_keep: int, generator: torch.Generator | None = None,
-                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """Per-sample uniformly random subsets of ``num_keep`` token indices, sorted: [B, num_keep]."""
-    if not 0 < num_keep <= num_tokens:
-        raise ValueError(f"num_keep: expected 1..{num_tokens}, got {num_keep}")
-    noise = torch.rand(batch_size, num_tokens, generator=generator)
-    return noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values.to(device)
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:

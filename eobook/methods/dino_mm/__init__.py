@@ -1,0 +1,41 @@
+"""DINO-MM: self-supervised ViTs for joint SAR-optical representation learning.
+
+Wang, Y., Albrecht, C. M., & Zhu, X. X. (2022). Self-supervised vision transformers for joint SAR-optical
+representation learning. IGARSS 2022. https://github.com/zhu-xlab/DINO-MM
+
+Everything about the paper lives in this package:
+
+* :mod:`.config`: :class:`DinoMMConfig`, the ``tiny`` / ``small`` / ``full`` profiles, the paper's value of
+  every ``full`` field (``PAPER``) and the book's reasons where ``full`` differs (``DEVIATIONS``);
+* :mod:`.model`: the 14-channel input, :class:`RandomSensorDrop`, multi-crop, the DINO head and loss, the
+  pretraining module :class:`DINOMM`;
+* :mod:`.evaluation`: BigEarthNet-MM without snow and clouds, the linear probe of Table 2, the random and
+  supervised baselines, the results table, attention maps;
+* ``CHAPTER``: the record the CLI, the notebook and the loop use.
+"""
+from ...config import Chapter, Pretraining
+from .config import DEVIATIONS, PAPER, PROFILES, DinoMMConfig
+from .evaluation import (N_CLASSES, PAPER_TABLE2, SupervisedViT, bigearthnet, cls_attention_maps, eval_datasets,
+                         eval_input, label_fraction_name, linear_evaluation, random_init_evaluation, results_table,
+                         supervised_evaluation)
+from .model import (IN_CHANS, S1_CHANNELS, S2_CHANNELS, SENSOR_MODES, DINOHead, DINOLoss, DINOMM, DINONetwork,
+                    MultiCropAugmentation, RandomSensorDrop, build_backbone, model_meta, select_sensors, sensor_mask,
+                    stack_sensors)
+
+
+def build_pretraining(cfg: DinoMMConfig) -> Pretraining:
+    """The pretraining module and the BigEarthNet-MM train split without snow and clouds (labels unused)."""
+    return Pretraining(DINOMM(cfg), bigearthnet(cfg, "train"), None, model_meta(cfg))
+
+
+CHAPTER = Chapter(
+    name="dino_mm", number=1, title="DINO-MM: self-supervised ViTs for joint SAR-optical representation learning",
+    notebook="01_dino_mm.ipynb", config=DinoMMConfig, profiles=PROFILES, build_pretraining=build_pretraining,
+    paper=PAPER, deviations=DEVIATIONS)
+
+__all__ = ["CHAPTER", "DEVIATIONS", "DINOHead", "DINOLoss", "DINOMM", "DINONetwork", "DinoMMConfig", "IN_CHANS",
+           "MultiCropAugmentation", "N_CLASSES", "PAPER", "PAPER_TABLE2", "PROFILES", "RandomSensorDrop",
+           "S1_CHANNELS", "S2_CHANNELS", "SENSOR_MODES", "SupervisedViT", "bigearthnet", "build_backbone",
+           "build_pretraining", "cls_attention_maps", "eval_datasets", "eval_input", "label_fraction_name",
+           "linear_evaluation", "model_meta", "random_init_evaluation", "results_table", "select_sensors",
+           "sensor_mask", "stack_sensors", "supervised_evaluation"]
