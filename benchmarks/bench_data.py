@@ -2,7 +2,7 @@
 
 For each chapter it builds the pretraining dataset of the ``full`` profile (its dataset options and the
 per-sample CPU work, e.g. seasons, resizing) on the synthetic sample world, once from the native folder and
-once from a packed zarr store made with ``eobook.data.store.prepare``, and times ONE worker: ``dataset[i]``
+once from a packed zarr store made with ``eobook.data.pack.prepare``, and times ONE worker: ``dataset[i]``
 plus the chapter's collate over batches, in a single process on one torch thread, as a DataLoader worker does.
 
 It then counts the FLOPs per sample of the full-size pretraining step (``bench_train.bench_one``, once on the
@@ -34,7 +34,7 @@ from torch.utils.data import default_collate
 
 from eobook.config import chapter_names, get_profile
 from eobook.data import ensure_sample_world
-from eobook.data.store import prepare
+from eobook.data.pack import prepare
 from eobook.data.world import SIZES
 
 # benchmarks/ is a folder of scripts, not a package: make the sibling script importable to reuse its helpers.

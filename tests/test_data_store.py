@@ -11,7 +11,7 @@ import torch
 
 from eobook.data import BigEarthNetMM, DataError, EuroSATMS, GeoBench, SSL4EOS12, ensure_sample_world
 from eobook.data.cli import add_data_subcommands
-from eobook.data.store import prepare
+from eobook.data.pack import prepare
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,10 @@ from .bigearthnet import BigEarthNetMM
 from .eurosat import EuroSATMS
 from .geobench import GeoBench
 from .mmearth import MMEarth
+from .readers import READERS
 from .sen12ms import SEN12MS
 from .ssl4eo import SSL4EOS12
 from .world import ensure_sample_world
-
-READERS = {cls.__name__: cls for cls in (BigEarthNetMM, SSL4EOS12, MMEarth, GeoBench, SEN12MS, EuroSATMS)}
 
 
 def real_data_root() -> Path | None:

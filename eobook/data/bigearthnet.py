@@ -28,6 +28,7 @@ import numpy as np
 
 from .bands import BEN19_CLASSES, BEN43_CLASSES, BEN43_TO_19, S1_BANDS, S2_BAND_GSD, S2_L2A_BANDS
 from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, to_tensors
+from .store import open_packed
 from .transforms import BEN_S2_MEAN, BEN_S2_STD, DINO_MM_S1_MEAN, DINO_MM_S1_STD, normalize_s2_meanstd2, standardize
 
 SPLITS = ("train", "val", "test")
@@ -81,8 +82,6 @@ class BigEarthNetMM(EODataset):
 
     def __init__(self, root, split: str | None = None, layout: str | None = None, normalize: bool = True,
                  remove_snow_cloud: bool = False, size: int | None = None, on_error: str = "raise"):
-        from .store import open_packed
-
         self.root = Path(root)
         if split is not None and split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS} or None, got {split!r}")

@@ -45,7 +45,7 @@ def _world(args) -> int:
 
 
 def _prepare(args) -> int:
-    from .store import prepare
+    from .pack import prepare
 
     print(prepare(args.dataset, args.root, args.out, task=args.task))
     return 0
@@ -60,8 +60,8 @@ def _download(args) -> int:
 
 
 def _list(args) -> int:
-    from . import READERS
     from .download import registry
+    from .readers import READERS
 
     for name, entry in registry().items():
         sizes = [f.get("size") for f in entry["files"]]

@@ -18,6 +18,7 @@ import numpy as np
 
 from .bands import EUROSAT_CLASSES
 from .base import DataError, EODataset, read_tif, require_size, to_tensors
+from .store import open_packed
 from .transforms import SSL4EO_S2C_MEAN, SSL4EO_S2C_STD, normalize_s2_meanstd2
 
 SPLITS = ("train", "val", "test")
@@ -34,8 +35,6 @@ class EuroSATMS(EODataset):
 
     def __init__(self, root, split: str | None = "train", normalize: bool = True, size: int | None = None,
                  on_error: str = "raise"):
-        from .store import open_packed
-
         if split is not None and split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS} or None, got {split!r}")
         self.root, self.split, self.normalize, self.size = Path(root), split, normalize, size

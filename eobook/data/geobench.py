@@ -26,6 +26,7 @@ import numpy as np
 
 from .bands import GEOBENCH_S2_BANDS
 from .base import HDF5_ERRORS, DataError, EODataset, check_values, read_json, require_size, to_tensors
+from .store import open_packed
 from .transforms import standardize
 
 _SPLIT_NAME = {"train": "train", "val": "valid", "valid": "valid", "test": "test"}
@@ -102,8 +103,6 @@ class GeoBench(EODataset):
 
     def __init__(self, root, task: str | None = None, split: str = "train", partition: str = "1.00x",
                  normalize: bool = True, size: int | None = None, on_error: str = "raise"):
-        from .store import open_packed
-
         if split not in _SPLIT_NAME:
             raise ValueError(f"split: expected one of {tuple(_SPLIT_NAME)}, got {split!r}")
         self.root, self.task, self.split = Path(root), task, _SPLIT_NAME[split]

@@ -29,6 +29,7 @@ import numpy as np
 
 from .bands import MMEARTH_S2_BANDS, MODALITY_BANDS, WORLDCOVER_CODES, WORLDCOVER_NODATA_CLASS
 from .base import HDF5_ERRORS, DataError, EODataset, check_values, read_json, require_size, to_tensors
+from .store import open_packed
 from .transforms import standardize
 
 MODALITIES = ("rgb", "ired", "sired", "eb", "depth", "seg")
@@ -68,8 +69,6 @@ class MMEarth(EODataset):
 
     def __init__(self, path, modalities=MODALITIES, split: str | None = "train", normalize: bool = True,
                  size: int | None = None, on_error: str = "raise"):
-        from .store import open_packed
-
         self.path = Path(path)
         self.modalities = tuple(modalities)
         if set(self.modalities) - set(MODALITIES) or not self.modalities:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .bands import DFC_CLASSES, IGBP_TO_SIMPLIFIED, IGNORE_INDEX
 from .base import DataError, EODataset, read_tif, require_size, to_tensors
+from .store import open_packed
 from .transforms import (SSL4EO_S1_MEAN, SSL4EO_S1_STD, SSL4EO_S2C_MEAN, SSL4EO_S2C_STD, normalize_s2_meanstd2,
                          standardize)
 
@@ -56,8 +57,6 @@ class SEN12MS(EODataset):
 
     def __init__(self, root, split: str | None = None, normalize: bool = True, size: int | None = None,
                  on_error: str = "raise"):
-        from .store import open_packed
-
         if split is not None and split not in SPLIT_FOLDER:
             raise ValueError(f"split: expected one of {tuple(SPLIT_FOLDER)} or None, got {split!r}")
         self.root, self.split, self.normalize, self.size = Path(root), split, normalize, size

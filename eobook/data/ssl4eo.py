@@ -30,6 +30,7 @@ import numpy as np
 
 from .bands import DW_CLASSES, IGNORE_INDEX, S1_BANDS, S2_BAND_GSD, S2_L1C_BANDS, S2_L2A_BANDS, SSL4EO_BAND_FILE
 from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, to_tensors
+from .store import open_packed
 from .transforms import (SSL4EO_S1_MEAN, SSL4EO_S1_STD, SSL4EO_S2A_MEAN, SSL4EO_S2A_STD, SSL4EO_S2C_MEAN,
                          SSL4EO_S2C_STD, normalize_s2_meanstd2, standardize)
 
@@ -75,8 +76,6 @@ class SSL4EOS12(EODataset):
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
                  on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS):
-        from .store import open_packed
-
         self.root = Path(root)
         self.modalities = tuple(modalities)
         unknown = set(self.modalities) - set(MODALITIES)

@@ -1,9 +1,8 @@
 """Packed store: a dataset's raw samples in one chunked zarr store, read back by the same reader class.
 
-``pack(datasets, out, attrs)`` writes, through xarray, every ``raw_sample`` of one or more readers;
-``prepare(name, root, out)`` does it for a dataset folder, and giving the store's path as ``root`` to the
-same reader class reads it back (:func:`open_packed`), so a folder and its packed copy yield identical
-samples.
+:func:`eobook.data.pack.pack` writes, through xarray, every ``raw_sample`` of one or more readers
+(:func:`eobook.data.pack.prepare` for a dataset folder); giving the store's path as ``root`` to the same
+reader class reads it back (:func:`open_packed`), so a folder and its packed copy yield identical samples.
 
 Layout (``FORMAT`` = ``eobook-packed-v2``; a zarr format 2 group that zarr and xarray open as usual)::
 
@@ -18,7 +17,7 @@ Layout (``FORMAT`` = ``eobook-packed-v2``; a zarr format 2 group that zarr and x
                   reader needs back (BigEarthNet's layout and its snow/cloud-listed patches, GEO-Bench's band
                   statistics, ...)
 
-Chunks are compressed with Blosc LZ4 and byte shuffle (:func:`compressor`): it decodes a 120 px BigEarthNet
+Chunks are compressed with Blosc LZ4 and byte shuffle (:func:`eobook.data.pack.compressor`): it decodes a 120 px BigEarthNet
 S2 sample (12 float32 bands) in 0.2 ms at 0.71 of its size; Blosc Zstd level 1 packs to 0.66 but decodes
 about 5x slower, and decoding is most of the time of a packed read.
 
@@ -43,16 +42,7 @@ import numpy as np
 from .base import DataError
 
 FORMAT = "eobook-packed-v2"
-ID_WIDTH = 160  # characters kept of string values (patch ids are < 100)
-BATCH = 128  # samples appended per xarray write: bounds memory for datasets of any size
 REPACK = "re-pack it with `python -m eobook data prepare` (after moving the old store away)"
-
-
-def compressor():
-    """The chunks' codec (see the module docstring for the choice)."""
-    from numcodecs import Blosc
-
-    return Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
 
 
 def is_packed(path: Path) -> bool:
@@ -169,121 +159,3 @@ def open_packed(root: Path, reader: str, split: str | None) -> PackedStore | Non
     if attrs.get("reader") != reader:
         raise DataError(root, f"packed store of {attrs.get('reader')!r}, not {reader!r}")
     return PackedStore(root, split, group)
-
-
-def _to_dataset(samples: list[dict[str, Any]], split: str | None):
-    """A list of raw samples -> xarray Dataset with a leading ``sample`` dimension."""
-    import xarray as xr
-
-    variables = {}
-    for key in samples[0]:
-        if key in ("id", "seasons"):
-            continue
-        stacked = np.stack([np.asarray(s[key]) for s in samples])
-        if stacked.dtype.kind == "U":  # fixed width, so that appended batches share one dtype
-            stacked = stacked.astype(f"<U{ID_WIDTH}")
-        dims = ("sample", *[f"{key}_{i}" for i in range(1, stacked.ndim)])
-        variables[key] = (dims, stacked)
-    coords = {"id": ("sample", np.array([str(s["id"]) for s in samples], dtype=f"<U{ID_WIDTH}")),
-              "split": ("sample", np.array([split or ""] * len(samples), dtype=f"<U{ID_WIDTH}"))}
-    return xr.Dataset(variables, coords=coords)
-
-
-def _encoding(ds, seasonal: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Chunks of one sample, or one (sample, season) for the ``seasonal`` variables; the pinned codec."""
-    encoding = {}
-    for v in ds.data_vars:
-        shape = ds[v].shape[1:]
-        chunks = (1, 1, *shape[1:]) if v in seasonal else (1, *shape)
-        encoding[v] = {"chunks": chunks, "compressors": compressor()}
-    return encoding
-
-
-def pack(datasets: Iterable[tuple[str | None, Any]], out: Path, attrs: dict[str, Any],
-         seasonal: Sequence[str] = ()) -> Path:
-    """Write the raw samples of ``(split, reader)`` pairs into one zarr store at ``out``.
-
-    Args:
-        datasets: (split name, reader instance) pairs; readers must use ``normalize=False`` semantics
-            only in ``to_sample`` (the store keeps ``raw_sample`` output, unnormalised).
-        out: the store folder (must not exist).
-        attrs: stored as attributes; ``reader`` must name the reader class.
-        seasonal: keys whose first axis (after ``sample``) is the season: chunked one season per chunk.
-    """
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out}: already exists (remove it to re-pack)")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    first, variables = True, None
-    for split, dataset in datasets:
-        for start in range(0, len(dataset), BATCH):
-            batch = [dataset.raw_sample(i) for i in range(start, min(start + BATCH, len(dataset)))]
-            ds = _to_dataset(batch, split)
-            # write_empty_chunks: zarr otherwise skips chunks equal to the fill value (a label 0, an all-water
-            # mask), and the reader could not tell a skipped chunk from a lost one
-            if first:
-                variables = list(ds.data_vars)
-                ds.to_zarr(tmp, mode="w", encoding=_encoding(ds, seasonal), consolidated=False, zarr_format=2,
-                           write_empty_chunks=True)
-                first = False
-            else:
-                ds.to_zarr(tmp, append_dim="sample", consolidated=False, zarr_format=2, write_empty_chunks=True)
-    if first:
-        raise DataError(out, "nothing to pack: the source has no samples")
-    import zarr
-
-    # attributes last: xarray's appends rewrite the group attributes
-    zarr.open_group(str(tmp), mode="a").attrs.update(format=FORMAT, variables=variables,
-                                                     seasonal=[v for v in variables if v in seasonal], **attrs)
-    os.replace(tmp, out)  # a store that exists is complete
-    return out
-
-
-def _ssl4eo_parts(root: Path, cls):
-    from .ssl4eo import MODALITIES, MULTILABEL_FILE, SEASONAL_KEYS
-
-    modalities = tuple(m for m in MODALITIES if (root / m).is_dir())
-    reader = cls(root, modalities=modalities, seasons="all", dw_labels=(root / "dw").is_dir(),
-                 multilabels=(root / MULTILABEL_FILE).is_file(), normalize=False)
-    return [(None, reader)], {"modalities": list(modalities)}, SEASONAL_KEYS
-
-
-def _bigearthnet_attrs(reader) -> dict[str, Any]:
-    """The layout, and the patches of the snow/cloud lists (None when the folder has no lists), so that
-    ``remove_snow_cloud`` works on the packed copy too."""
-    try:
-        snow_cloud = sorted(reader.snow_cloud_patches())
-    except DataError:
-        snow_cloud = None
-    return {"layout": reader.layout, "snow_cloud": snow_cloud}
-
-
-def prepare(name: str, root: Path, out: Path, task: str | None = None) -> Path:
-    """Pack dataset ``name`` (a reader class name, e.g. ``BigEarthNetMM``) found at ``root`` into ``out``."""
-    from . import READERS
-
-    if name not in READERS:
-        raise ValueError(f"dataset: expected one of {sorted(READERS)}, got {name!r}")
-    cls = READERS[name]
-    root = Path(root)
-    seasonal = ()
-    if name == "SSL4EOS12":
-        parts, attrs, seasonal = _ssl4eo_parts(root, cls)
-    elif name == "GeoBench":
-        parts = [(s, cls(root, task=task, split=s, normalize=False)) for s in ("train", "valid", "test")]
-        attrs = {"band_stats": parts[0][1].band_stats, "bands": list(parts[0][1].bands)}
-    elif name == "MMEarth":
-        parts = [(s, cls(root, split=s, normalize=False)) for s in ("train", "val", "test")]
-        attrs = {"band_stats": parts[0][1].stats}
-    elif name == "SEN12MS":
-        parts = [(s, cls(root, split=s, normalize=False)) for s in ("validation", "test")]
-        attrs = {}
-    else:  # BigEarthNetMM, EuroSATMS: train / val / test lists
-        parts = [(s, cls(root, split=s, normalize=False)) for s in ("train", "val", "test")]
-        attrs = _bigearthnet_attrs(parts[0][1]) if name == "BigEarthNetMM" else {}
-    synthetic = (root / "SYNTHETIC").is_file() or (root.parent / "SYNTHETIC").is_file()
-    return pack(parts, out, {"reader": name, "source": root.name, "synthetic": synthetic, **attrs}, seasonal)
