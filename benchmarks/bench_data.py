@@ -21,7 +21,6 @@ Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import default_collate
 
-from eobook.config import chapter_names, get_profile
+from eobook.chapters import chapter_names, get_chapter, get_profile
 from eobook.data import ensure_sample_world
 from eobook.data.pack import prepare
 from eobook.data.world import SIZES
@@ -81,7 +80,7 @@ def full_profile(chapter: str, world_size: str, data_root: str = ""):
 
 def pretraining_data(chapter: str, cfg):
     """(dataset, collate) exactly as ``build_pretraining`` returns them; the module is dropped."""
-    _, dataset, collate, _ = importlib.import_module(f"eobook.methods.{chapter}").build_pretraining(cfg)
+    _, dataset, collate, _ = get_chapter(chapter).build_pretraining(cfg)
     return dataset, collate or default_collate
 
 

@@ -67,25 +67,26 @@ def upsample(batch: dict, side: int) -> dict:
 def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp: str, compile_: bool,
               overrides: dict[str, str], side: int = 0) -> dict:
     """One chapter's training step at one size: runs in a fresh process (see ``main``)."""
-    from eobook.config import get_profile
+    from eobook.chapters import get_chapter
     from eobook.runtime import DistInfo, amp_dtype, autocast, choose_device
-    from eobook.train import StepContext, build_optimizer, default_param_groups, _to_device
-    import importlib
+    from eobook.train import StepContext, build_optimizer, param_groups
+    from eobook.train.loop import _to_device
 
     profile = "tiny" if size == "tiny" else "full"
-    cfg = get_profile(chapter, profile, **{"batch_size": batch, "device": device, "amp": amp, "data_root": "",
-                                           "num_workers": 0, **overrides})
+    chapter_record = get_chapter(chapter)
+    cfg = chapter_record.profile(profile, **{"batch_size": batch, "device": device, "amp": amp, "data_root": "",
+                                             "num_workers": 0, **overrides})
     dev = choose_device(device)
     dtype = amp_dtype(dev, amp)
-    module, dataset, collate, _ = importlib.import_module(f"eobook.methods.{chapter}").build_pretraining(cfg)
+    module, dataset, collate, _ = chapter_record.build_pretraining(cfg)
     module.to(dev).train()
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
     samples = [dataset[i % len(dataset)] for i in range(batch)]
     batch_data = (collate or torch.utils.data.default_collate)(samples)
     batch_data = _to_device(upsample(batch_data, side) if side else batch_data, dev)
-    groups = module.param_groups(cfg.weight_decay) if hasattr(module, "param_groups") else default_param_groups(module, cfg.weight_decay)
-    optimizer = build_optimizer(groups, cfg)
+    optimizer = build_optimizer(param_groups(module, cfg.weight_decay), cfg.optimizer, cfg.lr, betas=cfg.betas,
+                                momentum=cfg.momentum)
     step_fn = torch.compile(module) if compile_ else module
     generator = torch.Generator().manual_seed(0)
     total = max(steps, 1) * 10
@@ -121,7 +122,7 @@ def bench_one(chapter: str, size: str, batch: int, steps: int, device: str, amp:
 
 
 def main() -> None:
-    from eobook.config import chapter_names
+    from eobook.chapters import chapter_names
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chapters", nargs="+", default=None, help="default: every chapter")

@@ -426,3 +426,54 @@ def plot_attention_maps(x, maps, synthetic: bool = False):
             _title(axes[i, h + 1], f"head {h}" if i == 0 else None, False)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# The package at a glance (book/package.md)
+# --------------------------------------------------------------------------------------------------
+#: The boxes of :func:`package_diagram`: (column, row, module, what it holds); rows count from the top.
+PACKAGE_BOXES = (
+    (0, 0, "eobook.data", "readers of the real layouts,\nsample world, packed store"),
+    (1, 0, "eobook.methods.<paper>", "config: profiles, paper values\nmodel: networks, loss\nevaluation: the paper's protocol"),
+    (2, 0, "eobook.train", "fit: the one loop\noptim, schedules, EMA,\ncheckpoints and resume"),
+    (3, 0, "eobook.evaluate", "probes, fine-tuning, transfer\n(trained by fit), metrics,\nrandom-init baselines"),
+    (4, 0, "eobook.viz / analysis", "figures, PCA curves,\nKL drift; run folder:\nmetrics.json, figures/"),
+    (1, 1, "eobook.augment / masking / rng", "batched augmentations, token\nmasks, per-sample draws"),
+    (2, 1, "eobook.config / chapters", "Chapter records, profiles,\noverrides, deviations"),
+    (3, 1, "notebooks/ + python -m eobook", "narrate, configure, plot;\nPapermill, torchrun"),
+)
+#: Arrows of the flow data -> method -> loop -> evaluation -> figures, and who uses whom below it.
+PACKAGE_ARROWS = ((0, 1), (1, 2), (2, 3), (3, 4), (5, 1), (6, 2), (7, 6))
+
+
+def package_diagram():
+    """The flow data -> method -> loop -> evaluation -> figures between eobook's modules, as a figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(15, 5.2))
+    width, height, centres = 2.5, 1.5, []
+    for col, row, name, text in PACKAGE_BOXES:
+        x, y = col * 3.0 + (1.5 if row else 0.0), -row * 2.4
+        main = row == 0
+        ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.05",
+                                    facecolor="#dbe9f6" if main else "#f2f2f2", edgecolor="#2b5d8a" if main else "#777"))
+        ax.text(x + width / 2, y + height - 0.2, name, ha="center", va="top", fontsize=9.5, fontweight="bold",
+                family="monospace")
+        ax.text(x + width / 2, y + height / 2 - 0.2, text, ha="center", va="center", fontsize=8.5)
+        centres.append((x, y))
+    for a, b in PACKAGE_ARROWS:
+        (xa, ya), (xb, yb) = centres[a], centres[b]
+        if ya < yb:  # from below up into a box of the flow
+            start, end = (xa + width / 2, ya + height + 0.05), (xb + width / 2, yb - 0.05)
+        elif xa < xb:  # along a row, left to right
+            start, end = (xa + width + 0.05, ya + height / 2), (xb - 0.05, yb + height / 2)
+        else:  # along a row, right to left
+            start, end = (xa - 0.05, ya + height / 2), (xb + width + 0.05, yb + height / 2)
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", color="#2b5d8a", lw=1.4))
+    ax.set_xlim(-0.2, 14.8)
+    ax.set_ylim(-2.7, 1.8)
+    ax.set_axis_off()
+    ax.set_title("One chapter's run: data -> method -> the one loop -> evaluation -> figures", fontsize=11)
+    fig.tight_layout()
+    return fig

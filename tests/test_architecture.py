@@ -138,3 +138,16 @@ def test_a_departure_without_a_reason_is_caught():
     chapter = CHAPTERS["dino_mm"]
     wrong = dataclasses.replace(chapter, paper={**chapter.paper, "epochs": Paper(300, "made up")})
     assert wrong.unexplained_deviations() == ["epochs"]
+
+
+def test_the_package_diagram_names_real_modules():
+    import importlib
+
+    from eobook.viz import PACKAGE_BOXES, package_diagram
+
+    for _, _, names, _ in PACKAGE_BOXES:
+        for part in names.split(" / "):   # "eobook.augment / masking / rng"
+            if not part.startswith("notebooks/"):
+                module = part if part.startswith("eobook.") else f"eobook.{part}"
+                importlib.import_module(module.replace("<paper>", "dino_mm"))
+    assert len(package_diagram().axes[0].patches) == len(PACKAGE_BOXES)

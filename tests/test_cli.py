@@ -8,7 +8,8 @@ import nbformat
 import pytest
 
 from eobook.__main__ import main
-from eobook.config import CHAPTERS, ChapterConfig, register_chapter
+from eobook import chapters as registry
+from eobook.config import Chapter, ChapterConfig
 
 # The kernel is another process where the test chapters are not registered: it applies overrides itself.
 CHAPTER_CODE = """
@@ -36,16 +37,20 @@ def write_notebook(path, name, fail):
     return path
 
 
+def no_pretraining(cfg: ChapterConfig):
+    raise NotImplementedError
+
+
 @pytest.fixture
-def chapters(tmp_path):
+def chapters(tmp_path, monkeypatch):
     """Two throw-away chapters, one of which fails, registered for this test only."""
     for name, fail in (("good", False), ("bad", True)):
         nb = write_notebook(tmp_path / f"{name}.ipynb", name, fail)
         cfg = ChapterConfig()
-        register_chapter(name, 90 if name == "bad" else 91, name, str(nb), tiny=cfg, small=cfg, full=cfg)
-    yield tmp_path
-    CHAPTERS.pop("good")
-    CHAPTERS.pop("bad")
+        chapter = Chapter(name, 90 if name == "bad" else 91, name, str(nb), ChapterConfig,
+                          {"tiny": cfg, "small": cfg, "full": cfg}, no_pretraining)
+        monkeypatch.setitem(registry.CHAPTERS, name, chapter)
+    return tmp_path
 
 
 def status(folder):
@@ -99,9 +104,7 @@ def test_user_errors_are_one_line_with_exit_status_2(chapters, capsys, argv, mes
 
 
 def test_module_entry_point_lists_every_registered_chapter():
-    from eobook.config import chapter_names
-
     out = subprocess.run([sys.executable, "-m", "eobook", "list"], capture_output=True, text=True, check=True).stdout
-    for name in chapter_names():
-        assert name in out
+    for chapter in registry.CHAPTERS.values():
+        assert f"{chapter.number}. {chapter.name}" in out
     assert "tiny" in out and "full" in out

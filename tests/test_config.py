@@ -3,8 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from eobook.config import (CHAPTERS, ChapterConfig, ConfigError, apply_overrides, check_range, get_profile,
-                           register_chapter)
+from eobook.config import Chapter, ChapterConfig, ConfigError, Paper, Pretraining, apply_overrides, check_range
 
 
 @dataclass(frozen=True)
@@ -18,35 +17,73 @@ class ToyConfig(ChapterConfig):
         check_range(self, "mask_ratio", 0.0, 1.0, high_open=True)
 
 
+def no_pretraining(cfg: ToyConfig) -> Pretraining:
+    raise NotImplementedError
+
+
 @pytest.fixture
 def toy_chapter():
-    register_chapter("toy", 99, "Toy", "toy.ipynb", tiny=ToyConfig(), small=ToyConfig(epochs=2), full=ToyConfig(epochs=100))
-    yield "toy"
-    CHAPTERS.pop("toy")
+    return Chapter(name="toy", number=99, title="Toy", notebook="toy.ipynb", config=ToyConfig,
+                   profiles={"tiny": ToyConfig(), "small": ToyConfig(epochs=2), "full": ToyConfig(epochs=100)},
+                   build_pretraining=no_pretraining, paper={"epochs": Paper(100, "Sec. 1"), "mask_ratio": Paper(0.5, "Sec. 2")},
+                   deviations={"mask_ratio": "the book's choice"})
 
 
 def test_override_by_name_coerces_cli_strings(toy_chapter):
-    cfg = get_profile(toy_chapter, "full", epochs="3", lr="1e-4", deterministic="true", crops="[1, 4]")
+    cfg = toy_chapter.profile("full", epochs="3", lr="1e-4", deterministic="true", crops="[1, 4]")
     assert (cfg.epochs, cfg.lr, cfg.deterministic, cfg.crops) == (3, 1e-4, True, (1, 4))
-    assert cfg.profile_name == "full"
-    assert get_profile(toy_chapter, "full").epochs == 100  # the registered profile is untouched
+    assert cfg.profile == "full"
+    assert toy_chapter.profile("full").epochs == 100  # the registered profile is untouched
+
+
+def test_profile_name_is_not_a_parameter(toy_chapter):
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['profile'\]"):
+        toy_chapter.profile("tiny", profile="full")
 
 
 def test_optional_field_accepts_none_and_numbers(toy_chapter):
-    assert get_profile(toy_chapter, "tiny", label_fraction="0.01").label_fraction == 0.01
-    assert get_profile(toy_chapter, "tiny", label_fraction="none").label_fraction is None
+    assert toy_chapter.profile("tiny", label_fraction="0.01").label_fraction == 0.01
+    assert toy_chapter.profile("tiny", label_fraction="none").label_fraction is None
 
 
 def test_unknown_parameter_lists_valid_names(toy_chapter):
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['epoch'\].*valid parameters: .*'epochs'"):
-        get_profile(toy_chapter, "tiny", epoch=3)
+        toy_chapter.profile("tiny", epoch=3)
 
 
 def test_unknown_profile_and_chapter_list_valid_ones(toy_chapter):
+    from eobook.chapters import get_profile
+
     with pytest.raises(ConfigError, match=r"unknown profile 'huge'.*\['tiny', 'small', 'full'\]"):
-        get_profile(toy_chapter, "huge")
-    with pytest.raises(ConfigError, match=r"unknown chapter 'nope'.*'toy'"):
+        toy_chapter.profile("huge")
+    with pytest.raises(ConfigError, match=r"unknown chapter 'nope'.*'dino_mm'"):
         get_profile("nope")
+
+
+def test_a_chapter_checks_its_profiles_and_its_paper_fields():
+    profiles = {"tiny": ToyConfig(), "small": ToyConfig(), "full": ToyConfig()}
+    with pytest.raises(ConfigError, match=r"missing profiles \['full'\]"):
+        Chapter("toy", 1, "Toy", "toy.ipynb", ToyConfig, {"tiny": ToyConfig(), "small": ToyConfig()}, no_pretraining)
+    with pytest.raises(ConfigError, match="profile 'full' is a ChapterConfig, expected ToyConfig"):
+        Chapter("toy", 1, "Toy", "toy.ipynb", ToyConfig, {**profiles, "full": ChapterConfig()}, no_pretraining)
+    with pytest.raises(ConfigError, match=r"unknown fields \['mask_ration'\]"):
+        Chapter("toy", 1, "Toy", "toy.ipynb", ToyConfig, profiles, no_pretraining,
+                paper={"mask_ration": Paper(0.75, "typo")})
+
+
+def test_deviation_rows_list_departures_and_choices_with_their_reasons(toy_chapter):
+    rows = toy_chapter.deviation_rows()
+    assert rows == [{"field": "mask_ratio", "paper": 0.5, "source": "Sec. 2", "full": 0.75,
+                     "reason": "the book's choice"}]                  # epochs equals the paper: not listed
+    assert toy_chapter.unexplained_deviations() == []
+    silent = Chapter("toy", 1, "Toy", "toy.ipynb", ToyConfig, toy_chapter.profiles, no_pretraining,
+                     paper={"epochs": Paper(300, "Sec. 1")})
+    assert silent.unexplained_deviations() == ["epochs"]
+
+
+def test_pretrain_refuses_another_chapters_config(toy_chapter):
+    with pytest.raises(ConfigError, match="expected a ToyConfig, got ChapterConfig"):
+        toy_chapter.pretrain(ChapterConfig(), None)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -60,7 +97,7 @@ def test_unknown_profile_and_chapter_list_valid_ones(toy_chapter):
 ])
 def test_bad_values_name_the_field(toy_chapter, field, value, message):
     with pytest.raises(ConfigError, match=message):
-        get_profile(toy_chapter, "tiny", **{field: value})
+        toy_chapter.profile("tiny", **{field: value})
 
 
 def test_warmup_longer_than_training_is_refused():
@@ -82,5 +119,7 @@ def test_profiles_are_frozen():
     ("cromss", "alpha_0", "1.5", r"alpha_0: expected a value in \[0.0, 1.0\], got 1.5"),
 ])
 def test_every_chapter_refuses_out_of_range_parameters(chapter, field, value, message):
+    from eobook.chapters import get_profile
+
     with pytest.raises(ConfigError, match=message):
         get_profile(chapter, "tiny", **{field: value})

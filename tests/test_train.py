@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from eobook.runtime import DistInfo, seed_everything, set_deterministic
-from eobook.train import (CheckpointError, ResumableBatchSampler, TrainConfig, cosine_schedule, ema_update, fit,
-                          list_checkpoints, load_checkpoint, rampup)
+from eobook.train import (CheckpointError, ResumableBatchSampler, TrainConfig, cosine_schedule, ema_momentum, ema_update,
+                          fit, list_checkpoints, load_checkpoint, param_groups, rampup)
 
 
 class LinearData(torch.utils.data.Dataset):
@@ -72,6 +72,42 @@ def test_rampup_matches_its_formula():
     assert rampup(0, 80) == pytest.approx(math.exp(-5))
     assert rampup(40, 80) == pytest.approx(math.exp(-5 * 0.25))
     assert rampup(80, 80) == 1.0 and rampup(200, 80) == 1.0
+
+
+def test_ema_momentum_is_a_half_cosine_to_one():
+    assert ema_momentum(0.996, 0, 100) == pytest.approx(0.996)
+    assert ema_momentum(0.996, 50, 100) == pytest.approx(1 - 0.004 / 2)
+    assert ema_momentum(0.996, 100, 100) == pytest.approx(1.0)
+    # the same curve as a cosine schedule from the base momentum to 1 (DINO's teacher)
+    assert ema_momentum(0.99, 7, 40) == pytest.approx(cosine_schedule(0.99, 1.0, 40)[7])
+
+
+def test_param_groups_exempt_biases_norms_tokens_and_named_parameters():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.norm = nn.Linear(3, 4), nn.LayerNorm(4)
+            self.cls_token = nn.Parameter(torch.zeros(1, 4))
+            self.modality_embed = nn.Parameter(torch.zeros(2, 4))
+            self.frozen = nn.Linear(4, 4).requires_grad_(False)
+
+        def no_weight_decay(self):  # timm's convention
+            return {"modality_embed"}
+
+    net = Net()
+    decay, no_decay = param_groups(net, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert [id(p) for p in decay["params"]] == [id(net.proj.weight)]
+    assert {id(p) for p in no_decay["params"]} == {id(net.proj.bias), id(net.norm.weight), id(net.norm.bias),
+                                                   id(net.cls_token), id(net.modality_embed)}
+
+
+def test_stage_settings_inherit_the_run_and_reset_the_rest():
+    run = config(seed=7, checkpoint_every=3, grad_clip=1.0, warmup_epochs=1)
+    stage = run.stage(epochs=5, optimizer="sgd", lr=0.01)
+    assert (stage.seed, stage.device, stage.checkpoint_every) == (7, "cpu", 3)
+    assert (stage.epochs, stage.optimizer, stage.lr) == (5, "sgd", 0.01)
+    assert (stage.grad_clip, stage.warmup_epochs, stage.log_every) == (0.0, 0.0, 0)
 
 
 def test_ema_update_is_exact():
