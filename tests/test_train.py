@@ -213,3 +213,21 @@ def test_checkpoint_refused_when_the_disk_is_full(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="needs .* GiB free, the disk has 0.00 GiB"):
         train(tmp_path)
     assert list_checkpoints(tmp_path) == []
+
+
+class _Payload:
+    """An object whose unpickling would run code: a checkpoint must never be unpickled blindly."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_checkpoints_load_weights_only(tmp_path, capsys):
+    _, result = train(tmp_path / "run")
+    state = load_checkpoint(result.checkpoint)              # a real checkpoint: tensors and plain values only
+    assert state["step"] == 24 and isinstance(state["rng"]["numpy"][1], torch.Tensor)
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"model": {}, "payload": _Payload()}, hostile)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(hostile)
+    assert "unpickled!" not in capsys.readouterr().out

@@ -48,12 +48,15 @@ def remove_stale_temp_files(directory: Path | None) -> None:
 
 def load_checkpoint(path: str | os.PathLike, expected_meta: dict[str, Any] | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint and refuse it when its ``meta`` differs from ``expected_meta``."""
+    """Load a checkpoint and refuse it when its ``meta`` differs from ``expected_meta``.
+
+    Only tensors and plain containers are read (``weights_only``): a checkpoint never runs code on load.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or "model" not in state:
@@ -79,10 +82,12 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every random generator a step may touch: Python, NumPy, torch (CPU, CUDA) and the step generator."""
+    """Every random generator a step may touch: Python, NumPy, torch (CPU, CUDA) and the step generator,
+    as tensors and plain values (so that checkpoints load with ``weights_only``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "step_generator": generator.get_state(),
@@ -91,7 +96,8 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
