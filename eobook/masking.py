@@ -52,10 +52,12 @@ def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of per-token losses [B, N] over the hidden tokens (mask True) only: the MAE objective."""
+    """Mean of per-token losses [B, N] over the hidden tokens (mask True) only: the MAE objective.
+
+    With no hidden token there is nothing to reconstruct and the term is 0 (still part of the graph), as
+    happens when a multi-modal allocation leaves one modality fully visible in a whole batch.
+    """
     if per_token.shape != mask.shape:
         raise ValueError(f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} differ in shape")
-    if not mask.any():
-        raise ValueError("mask: no token is hidden; the masked loss is undefined")
     mask = mask.to(per_token.dtype)
-    return (per_token * mask).sum() / mask.sum()
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)

@@ -1,15 +1,22 @@
 """Tests of Chapter 2, Fus-MAE (eobook.methods.fus_mae): masking, eq. 2-5 and 10-11, the masked loss,
-the batched input resize, training and resume."""
+the batched input resize, training, resume and DDP masks, the evaluation stages, the profiles and the
+paper's values."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from eobook.config import ConfigError, get_profile
+from eobook.config import ConfigError
 from eobook.data.world import SIZES
+from eobook.evaluate import seeded
 from eobook.methods import fus_mae as fm
+from eobook.masking import keep_indices, random_mask
+from eobook.nn import patchify
+from eobook.rng import GeneratorRandom
 from eobook.runtime import DistInfo
-from eobook.train import TrainConfig, fit
+from eobook.train import StepContext, TrainConfig, fit
 
 
 def tiny_model(**kwargs) -> fm.FusMAE:
@@ -19,14 +26,17 @@ def tiny_model(**kwargs) -> fm.FusMAE:
     return fm.FusMAE(**{**args, **kwargs})
 
 
+def tiny_cfg(**overrides) -> fm.FusMAEConfig:
+    return fm.CHAPTER.profile("tiny", **overrides)
+
+
 def batch(b=4, size=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {"s1": torch.randn(b, 2, size, size, generator=g), "s2": torch.rand(b, 12, size, size, generator=g)}
 
 
-class Ctx:
-    def __init__(self, seed=0, dist=DistInfo()):
-        self.generator, self.dist = torch.Generator().manual_seed(seed), dist
+def make_ctx(seed=0, dist=DistInfo()) -> StepContext:
+    return StepContext(0, 0, 0, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(seed), None, dist)
 
 
 def manual_cross_attention(ca: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,39 +52,35 @@ def manual_cross_attention(ca: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 # ---------------------------------------------------------------------------------------------- masking
 @pytest.mark.parametrize("ratio,n", [(0.75, 64), (0.75, 49), (0.5, 10), (0.0, 5)])
 def test_random_masking_masks_exactly_round_ratio_n_per_row(ratio, n):
-    mask = fm.random_masking(6, n, ratio, generator=torch.Generator().manual_seed(1))
+    mask = fm.random_masking(6, n, ratio, rng=GeneratorRandom(1))
     assert mask.shape == (2, 6, n) and mask.dtype == torch.bool
     assert (mask.sum(-1) == round(ratio * n)).all()
 
 
 def test_consistent_masking_is_identical_across_modalities_and_independent_is_not():
-    g = torch.Generator().manual_seed(0)
-    consistent = fm.random_masking(8, 64, consistent=True, num_modalities=3, generator=g)
+    rng = GeneratorRandom(0)
+    consistent = fm.random_masking(8, 64, consistent=True, num_modalities=3, rng=rng)
     assert consistent.shape == (3, 8, 64)
     assert torch.equal(consistent[0], consistent[1]) and torch.equal(consistent[0], consistent[2])
-    independent = fm.random_masking(8, 64, consistent=False, generator=g)
+    independent = fm.random_masking(8, 64, consistent=False, rng=rng)
     assert not torch.equal(independent[0], independent[1])
     # rows differ between samples too (uniform draws per sample)
     assert not torch.equal(independent[0, 0], independent[0, 1])
 
 
-def test_random_masking_is_reproducible_from_the_generator():
-    a = fm.random_masking(4, 16, generator=torch.Generator().manual_seed(3))
-    b = fm.random_masking(4, 16, generator=torch.Generator().manual_seed(3))
+def test_random_masking_is_reproducible_from_the_generator_and_draws_one_mask_per_modality():
+    a = fm.random_masking(4, 16, rng=torch.Generator().manual_seed(3))
+    b = fm.random_masking(4, 16, rng=GeneratorRandom(3))
     assert torch.equal(a, b)
+    # independent: modality m is the m-th per-sample draw of the source (what a StepContext hands each rank)
+    rng = GeneratorRandom(3)
+    assert torch.equal(a[0], random_mask(4, 16, 0.75, rng)) and torch.equal(a[1], random_mask(4, 16, 0.75, rng))
 
 
 @pytest.mark.parametrize("ratio", [1.0, -0.1, 0.99])
 def test_random_masking_refuses_ratios_that_leave_nothing_or_are_out_of_range(ratio):
     with pytest.raises(ValueError, match="mask_ratio"):
         fm.random_masking(2, 16, ratio)
-
-
-def test_mask_to_keep_returns_the_sorted_visible_indices():
-    mask = torch.tensor([[True, False, True, False], [False, True, True, False]])
-    assert fm.mask_to_keep(mask).tolist() == [[1, 3], [0, 3]]
-    with pytest.raises(ValueError, match="mask"):
-        fm.mask_to_keep(torch.tensor([[True, False], [True, True]]))
 
 
 # ---------------------------------------------------------------------------------------------- patches and loss
@@ -84,12 +90,15 @@ def test_masked_mse_loss_matches_hand_computation():
     mask = torch.tensor([[True, False, True]])
     # masked patches: (1+1)/2 = 1 and (4+0)/2 = 2 -> mean 1.5; the visible patch (error 25) is ignored
     assert fm.masked_mse_loss(pred, target, mask).item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="pred"):
+        fm.masked_mse_loss(pred, target[:, :, :1], mask)
+    assert fm.masked_mse_loss(pred, target, torch.zeros_like(mask)).item() == 0.0   # nothing hidden, nothing to learn
 
 
 def test_loss_only_counts_masked_tokens():
     model = tiny_model().eval()
     images = batch()
-    masks = model.sample_masks(4, torch.Generator().manual_seed(0))
+    masks = model.sample_masks(4, GeneratorRandom(0))
     with torch.no_grad():
         preds, targets = model.predict(images, masks), model.targets(images)
         before = fm.masked_mse_loss(preds["s2"], targets["s2"], masks["s2"])
@@ -148,8 +157,8 @@ def test_variants_differ_only_in_the_first_block():
 
 def test_encoder_returns_visible_latents_per_modality_and_a_global_token():
     model = tiny_model()
-    masks = model.sample_masks(4, torch.Generator().manual_seed(0))
-    keep = {m: fm.mask_to_keep(masks[m]) for m in fm.MODALITIES}
+    masks = model.sample_masks(4, GeneratorRandom(0))
+    keep = {m: keep_indices(masks[m]) for m in fm.MODALITIES}
     latents, cls = model.encoder(batch(), keep)
     assert latents["s1"].shape == (4, 4, 32) and latents["s2"].shape == (4, 4, 32) and cls.shape == (4, 32)
 
@@ -175,15 +184,15 @@ def test_cross_attention_maps_are_distributions_over_the_other_modality():
 def test_reconstruction_keeps_visible_patches_and_hides_masked_ones(norm_pix):
     model = tiny_model(norm_pix_loss=norm_pix)
     images = batch(b=2)
-    masks = model.sample_masks(2, torch.Generator().manual_seed(0), masking="consistent")
+    masks = model.sample_masks(2, GeneratorRandom(0), masking="consistent")
     out = model.reconstruct(images, masks)
     for m in fm.MODALITIES:
         visible = ~masks[m]
-        recon = fm.patchify(out[m]["reconstruction"], 4)
-        orig = fm.patchify(images[m], 4)
+        recon = patchify(out[m]["reconstruction"], 4)
+        orig = patchify(images[m], 4)
         assert torch.allclose(recon[visible], orig[visible], atol=1e-5)
-        assert torch.isnan(fm.patchify(out[m]["masked"], 4)[masks[m]]).all()
-        assert not torch.isnan(fm.patchify(out[m]["masked"], 4)[visible]).any()
+        assert torch.isnan(patchify(out[m]["masked"], 4)[masks[m]]).all()
+        assert not torch.isnan(patchify(out[m]["masked"], 4)[visible]).any()
 
 
 # ---------------------------------------------------------------------------------------------- inputs and data
@@ -243,7 +252,7 @@ def test_paired_patches_refuse_a_sample_of_another_size_naming_both():
 
 
 def test_sample_world_datasets_keep_their_native_size():
-    cfg = get_profile("fus_mae", "tiny")
+    cfg = tiny_cfg()
     ben, sen = fm.bigearthnet(cfg, "test")[0], fm.sen12ms(cfg, "test")[0]
     assert ben["s1"].shape[0] == 2 and ben["s2"].shape[0] == 12 and sen["s2"].shape[0] == 12
     assert ben["s2"].shape[-1] == SIZES[cfg.world_size].ben_px != cfg.img_size
@@ -254,12 +263,12 @@ def test_every_batched_path_resizes_native_inputs_like_pre_resized_ones():
     model = tiny_model().eval()
     native = batch(b=3, size=22)
     resized = fm.resize_to_input(native, 16)
-    masks = model.sample_masks(3, torch.Generator().manual_seed(0))
+    masks = model.sample_masks(3, GeneratorRandom(0))
     with torch.no_grad():
         for modalities in fm.INPUTS.values():
             assert torch.allclose(model.encoder.features({m: native[m] for m in modalities}),
                                   model.encoder.features({m: resized[m] for m in modalities}))
-        assert torch.equal(model(native, Ctx(seed=1))["loss"], model(resized, Ctx(seed=1))["loss"])
+        assert torch.equal(model(native, make_ctx(seed=1))["loss"], model(resized, make_ctx(seed=1))["loss"])
         recon = model.reconstruct(native, masks)
         assert torch.equal(recon["s2"]["original"], resized["s2"])
         assert torch.equal(recon["s1"]["reconstruction"], model.reconstruct(resized, masks)["s1"]["reconstruction"])
@@ -277,7 +286,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(size):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(10):
-        out = model(images, Ctx(seed=0))   # the same masks every step
+        out = model(images, make_ctx(seed=0))   # the same masks every step
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -289,9 +298,9 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(size):
 def test_ranks_mask_like_one_process_with_the_global_batch():
     model = tiny_model()
     images = batch(b=4)
-    one = model.sample_masks(4, torch.Generator().manual_seed(0))
+    one = model.sample_masks(4, GeneratorRandom(0))
     for rank in (0, 1):
-        ctx = Ctx(seed=0, dist=DistInfo(rank=rank, world_size=2))
+        ctx = make_ctx(seed=0, dist=DistInfo(rank=rank, world_size=2))
         half = {m: x[2 * rank:2 * rank + 2] for m, x in images.items()}
         seen = {}
         model.losses = lambda imgs, masks: seen.update(masks) or {m: torch.zeros(()) for m in fm.MODALITIES}
@@ -325,34 +334,133 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), name
 
 
-# ------------------------------------------------------------------------------------------ baselines
-def test_random_encoders_are_seeded_and_differ_between_seeds():
-    cfg = get_profile("fus_mae", "tiny")
-    first, again, other = (fm.random_encoder(cfg, seed).state_dict() for seed in (0, 0, 1))
-    assert all(torch.equal(first[k], again[k]) for k in first)
-    assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+# ---------------------------------------------------------------------------------------------- evaluation
+def eval_cfg(**overrides) -> fm.FusMAEConfig:
+    small = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1,
+                 decoder_heads=2, finetune_epochs=1, finetune_batch_size=8, probe_epochs=3, probe_batch_size=8,
+                 probe_min_samples=8, transfer_epochs=3, transfer_batch_size=8, device="cpu", progress="off")
+    return tiny_cfg(**{**small, **overrides})
 
 
-def test_random_init_row_is_the_mean_over_seeded_encoders():
-    cfg = get_profile("fus_mae", "tiny", random_init_seeds=3)
-    probe = lambda encoder: {"first weight": float(encoder.state_dict()["patch_embed.s1.weight"].flatten()[0])}  # noqa: E731
-    mean, per_seed = fm.random_init_scores(probe, cfg)
-    assert per_seed == [probe(fm.random_encoder(cfg, cfg.seed + i)) for i in range(3)]  # seeds seed, seed+1, ...
-    assert len({row["first weight"] for row in per_seed}) == 3
-    assert mean["first weight"] == pytest.approx(sum(row["first weight"] for row in per_seed) / 3)
+def labelled_pairs(n, seed=0, side=20):
+    """BigEarthNet-like samples whose 19-class multi-labels show in the optical bands."""
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, fm.N_CLASSES, generator=g) < 0.4).float()
+    return [{"s1": torch.randn(2, side, side, generator=g),
+             "s2": torch.rand(12, side, side, generator=g) * 0.5 + labels[i, :12, None, None], "label": labels[i]}
+            for i in range(n)]
+
+
+def test_table1_fills_every_cell_and_each_stage_resumes_from_its_own_folder(tmp_path):
+    cfg = eval_cfg()
+    encoder = fm.build_model(cfg).encoder
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    train, test = labelled_pairs(24), labelled_pairs(12, seed=1)
+    scores = fm.table1_scores(encoder, train, test, cfg, "cpu", tmp_path)
+    assert list(scores) == ["100% S1", "100% S2", "100% S1+S2", "1% S1", "1% S2", "1% S1+S2"]
+    assert all(0.0 <= v <= 100.0 for v in scores.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(c.replace(" ", "-") for c in scores)
+    assert all(any(p.glob("ckpt-*.pt")) for p in tmp_path.iterdir())       # every stage checkpointed
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # fine-tuning trains a copy
+    # a second call finds every stage finished and loads it: the same scores without training again
+    assert fm.table1_scores(encoder, train, test, cfg, "cpu", tmp_path) == scores
+    metrics, result = fm.fine_tune_multilabel(encoder, train, test, cfg, "S2", "cpu", tmp_path / "100%-S2")
+    assert result.steps == result.resumed_from == 3 and metrics["mAP_macro"] == scores["100% S2"]
+
+
+def test_evaluation_rows_score_the_encoder_and_seeded_random_encoders_each_in_its_folder(tmp_path):
+    cfg = eval_cfg(random_init_seeds=2, seed=5)
+    folders = []
+
+    def score(encoder, folder):
+        folders.append(folder.name)
+        return {"first weight": float(encoder.patch_embed["s1"].weight.detach().flatten()[0])}
+
+    pretrained = fm.build_model(cfg).encoder
+    rows, per_seed = fm.evaluation_rows(pretrained, score, cfg, tmp_path)
+    assert folders == ["fus_mae", "random-seed5", "random-seed6"]
+    assert rows[fm.PRETRAINED] == score(pretrained, tmp_path / "x")
+    # seed cfg.seed + i is the i-th random row: the encoder of a freshly built FusMAE under that seed
+    assert per_seed == [score(seeded(lambda: fm.build_model(cfg).encoder, seed), tmp_path / "x") for seed in (5, 6)]
+    assert per_seed[0] != per_seed[1]
+    assert rows[fm.RANDOM_INIT]["first weight"] == pytest.approx(sum(r["first weight"] for r in per_seed) / 2)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_sen12ms_probe_drops_unlabelled_patches_and_uses_the_transfer_settings(monkeypatch, standardize):
+    cfg = eval_cfg(probe_standardize=standardize, label_smoothing=0.2)
+    seen = {}
+
+    def probe(train_x, train_y, test_x, test_y, task, loop, *, standardize_features, checkpoint_dir):
+        seen.update(train_y=train_y, test_y=test_y, task=task, loop=loop, standardize=standardize_features)
+        return {"top1": 0.0}
+
+    monkeypatch.setattr(fm.evaluation, "linear_probe", probe)
+    data = [{**sample, "label": torch.tensor(label)} for sample, label in
+            zip(labelled_pairs(6), [3, -1, 0, 9, -1, 2])]
+    fm.linear_probe_sen12ms(fm.build_model(cfg).encoder, data, data[:3], cfg)
+    assert seen["train_y"].tolist() == [3, 0, 9, 2] and seen["test_y"].tolist() == [3, 0]
+    assert (seen["task"].kind, seen["task"].num_classes, seen["task"].label_smoothing) == ("multiclass", 10, 0.2)
+    loop = seen["loop"]
+    assert (loop.epochs, loop.batch_size, loop.optimizer, loop.lr) == (3, 8, "adamw", cfg.transfer_lr)
+    assert seen["standardize"] is standardize
+
+
+def test_results_table_puts_the_papers_row_beside_this_run():
+    rows = {fm.PRETRAINED: {**{c: 50.0 for c in fm.PAPER_TABLE2["ImageNet"]}, "accuracy_avg": 1.0}}
+    table = fm.results_table(fm.PAPER_TABLE2, rows, "XAD")
+    assert list(table.columns) == ["paper: Fus-MAE w/ XAD", "paper: ImageNet init", f"this run: {fm.PRETRAINED}"]
+    assert list(table.index) == ["top1", "top3", "precision_w", "recall_w", "f1_w"]   # the paper's columns only
+    assert table.loc["top3", "paper: Fus-MAE w/ XAD"] == 92.4 and table.loc["top1", f"this run: {fm.PRETRAINED}"] == 50
+
+
+def test_parameter_counts_show_the_variants_first_block():
+    xaed, xad = (fm.parameter_counts(fm.build_model(eval_cfg(variant=v))) for v in fm.VARIANTS)
+    assert xaed["XAttnEncoder"] > 0 and xad["XAttnEncoder"] == 0
+    assert xad["transformer blocks"] == 2 * xaed["transformer blocks"]     # depth 2: XAD has both plain blocks
+    assert xaed["decoders D_i"] == xad["decoders D_i"] > 0
+
+
+def test_build_pretraining_reads_the_bigearthnet_train_split_at_native_size():
+    cfg = tiny_cfg()
+    module, dataset, collate_fn, meta = fm.build_pretraining(cfg)
+    assert isinstance(module, fm.FusMAE) and collate_fn is None
+    assert len(dataset) == SIZES[cfg.world_size].ben[0] and dataset[0]["s2"].shape[-1] == SIZES[cfg.world_size].ben_px
+    assert meta == {"arch": "fus_mae", "variant": "XAE&D", "img_size": 32, "patch_size": 8, "embed_dim": 64,
+                    "depth": 2, "num_heads": 4, "decoder_dim": 32, "decoder_depth": 1}
 
 
 # ---------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field,value", [("mask_ratio", 1.0), ("variant", "XAE"), ("masking", "random"),
-                                         ("img_size", 30), ("embed_dim", 66), ("probe_label_fraction", 0.0)])
+                                         ("img_size", 30), ("embed_dim", 66), ("probe_label_fraction", 0.0),
+                                         ("random_init_seeds", 0), ("probe_standardize", "maybe")])
 def test_config_refuses_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
-        get_profile("fus_mae", "tiny", **{field: value})
+        tiny_cfg(**{field: value})
 
 
 def test_full_profile_has_the_papers_settings():
-    cfg = get_profile("fus_mae", "full")
+    cfg = fm.CHAPTER.profile("full")
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.warmup_epochs, cfg.mask_ratio) == (100, 200, 1.5625e-4, 10, 0.75)
     assert (cfg.optimizer, cfg.lr_schedule) == ("adamw", "cosine")
     assert (cfg.finetune_epochs, cfg.probe_epochs, cfg.probe_batch_size, cfg.probe_label_fraction) == (10, 20, 128, 0.01)
     assert (cfg.transfer_epochs, cfg.transfer_batch_size) == (10, 256)
+    assert (cfg.variant, cfg.masking, cfg.label_smoothing) == ("XAE&D", "independent", 0.1)
+
+
+def test_full_profile_departs_from_the_paper_only_where_a_reason_is_given():
+    full = fm.CHAPTER.profile("full")
+    assert fm.CHAPTER.unexplained_deviations() == []
+    assert [row["field"] for row in fm.CHAPTER.deviation_rows()] == ["probe_standardize"]
+    for name, paper in fm.PAPER.items():
+        if name not in fm.DEVIATIONS:
+            assert getattr(full, name) == paper.value, name
+    assert fm.PAPER["probe_standardize"].value is False and full.probe_standardize is True
+
+
+def test_every_profile_keeps_its_name_and_standardises_probe_features():
+    for name in ("tiny", "small", "full"):
+        cfg = fm.CHAPTER.profile(name)
+        assert cfg.profile == name and dataclasses.replace(cfg, seed=1).profile == name
+        assert cfg.probe_standardize   # the book's probes have always standardised (DEVIATIONS)
+    assert fm.CHAPTER.profile("small").random_init_seed_list == [0, 1, 2]

@@ -1,16 +1,28 @@
-"""Tests of Chapter 3, MultiMAE meets EO (eobook.methods.multimae_eo): band groups, Dirichlet masking,
-adapters and decoders, eq. (1), SEG resizing, training, resume and the downstream readers."""
+"""Tests of Chapter 3, MultiMAE meets EO (eobook.methods.multimae_eo): band groups, Dirichlet masking under the
+RNG contract, adapters and decoders, eq. (1), SEG resizing, weight decay, training, resume, DDP draws, the
+downstream protocols, the results table and the profiles."""
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from eobook.config import ConfigError, get_profile
+from eobook.config import ConfigError
 from eobook.data import MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, GeoBench, MMEarth, dataset_root, real_data_root
+from eobook.evaluate import seeded
 from eobook.methods import multimae_eo as mm
-from eobook.train import TrainConfig, fit
+from eobook.nn import patchify
+from eobook.rng import GeneratorRandom
+from eobook.runtime import DistInfo
+from eobook.train import StepContext, TrainConfig, fit, param_groups
 
 SIZE, PATCH = 16, 4  # 16 tokens per modality
+
+
+def tiny_cfg(**overrides) -> mm.MultiMAEConfig:
+    return mm.CHAPTER.profile("tiny", **overrides)
 
 
 def tiny_model(**kwargs) -> mm.MultiMAE:
@@ -27,9 +39,9 @@ def make_batch(b=4, size=SIZE, seed=0):
     return batch
 
 
-class Ctx:
-    def __init__(self, seed=0):
-        self.generator = torch.Generator().manual_seed(seed)
+def make_ctx(rank: int = 0, world: int = 1, seed: int = 0) -> StepContext:
+    return StepContext(0, 0, 0, 10, 10, torch.device("cpu"), torch.Generator().manual_seed(seed), None,
+                       DistInfo(rank, world))
 
 
 # ------------------------------------------------------------------------------------- band groups
@@ -44,12 +56,19 @@ def test_band_groups_index_the_mmearth_order_where_b8a_precedes_b08():
 
 
 def test_band_mapping_agrees_with_the_mmearth_reader():
-    cfg = get_profile("multimae_eo", "tiny")
+    cfg = tiny_cfg()
     ds = MMEarth(dataset_root(cfg) / "MMEarth" / cfg.mmearth_file, split="train", normalize=False)
     raw = torch.from_numpy(ds.raw_sample(0)["s2"])[None]
     sample, groups = ds[0], mm.split_s2(raw, MMEARTH_S2_BANDS)
     for m in mm.SPECTRAL_MODALITIES:
         assert torch.equal(sample[m], groups[m][0])
+
+
+def test_pretraining_set_is_the_mmearth_train_split_with_six_modalities():
+    pretraining = mm.CHAPTER.build_pretraining(tiny_cfg())
+    sample = pretraining.dataset[0]
+    assert set(mm.MODALITIES) <= set(sample) and sample["seg"].dtype == torch.int64
+    assert isinstance(pretraining.module, mm.MultiMAE) and pretraining.meta["arch"] == "multimae"
 
 
 def test_split_s2_refuses_missing_bands_and_wrong_shapes():
@@ -60,8 +79,35 @@ def test_split_s2_refuses_missing_bands_and_wrong_shapes():
 
 
 # ------------------------------------------------------------------------------------- masking
+def test_dirichlet_shares_at_alpha_1_are_normalised_exponentials():
+    u = torch.tensor([[0.1, 0.5, 0.9], [0.0, 0.0, 0.5]])
+    e = -np.log1p(-u.double().numpy())                             # Gamma(1) = Exp(1) by the inverse CDF
+    assert torch.allclose(mm.dirichlet_shares(u, 1.0), torch.from_numpy(e / e.sum(1, keepdims=True)))
+    assert torch.equal(mm.dirichlet_shares(torch.zeros(1, 4), 1.0), torch.full((1, 4), 0.25, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
+def test_dirichlet_shares_have_the_moments_of_a_dirichlet(alpha):
+    m = 6
+    shares = mm.dirichlet_shares(GeneratorRandom(0).rand(40_000, m), alpha)
+    assert torch.allclose(shares.sum(1), torch.ones(40_000, dtype=torch.float64))
+    # each share is Beta(alpha, (m - 1) alpha): mean 1/m, variance (m - 1) / (m^2 (m alpha + 1))
+    assert torch.allclose(shares.mean(0), torch.full((m,), 1 / m, dtype=torch.float64), atol=0.004)
+    var = (m - 1) / (m ** 2 * (m * alpha + 1))
+    assert torch.allclose(shares.var(0), torch.full((m,), var, dtype=torch.float64), rtol=0.05)
+    # and two shares are negatively correlated: corr = -1 / (m - 1)
+    corr = np.corrcoef(shares[:, 0].numpy(), shares[:, 1].numpy())[0, 1]
+    assert corr == pytest.approx(-1 / (m - 1), abs=0.02)
+
+
+def test_largest_remainder_rounds_to_the_exact_budget():
+    shares = torch.tensor([[0.5, 0.3, 0.2], [1 / 3, 1 / 3, 1 / 3], [0.96, 0.02, 0.02]])
+    assert mm.largest_remainder(shares, 7).tolist() == [[4, 2, 1], [3, 2, 2], [7, 0, 0]]
+    # 3.5 / 2.1 / 1.4: floors 3, 2, 1 and the one token left goes to the largest remainder (0.5)
+
+
 def test_dirichlet_allocation_sums_to_the_visible_budget_and_spreads():
-    counts = mm.dirichlet_token_allocation(2000, 6, 49, alpha=1.0, generator=torch.Generator().manual_seed(0))
+    counts = mm.dirichlet_token_allocation(2000, 6, 49, alpha=1.0, rng=GeneratorRandom(0))
     assert counts.dtype == torch.int64 and counts.shape == (2000, 6)
     assert (counts.sum(1) == 49).all() and (counts >= 0).all()
     assert torch.allclose(counts.float().mean(0), torch.full((6,), 49 / 6), atol=0.6)  # symmetric
@@ -69,21 +115,27 @@ def test_dirichlet_allocation_sums_to_the_visible_budget_and_spreads():
     # P(share < 1/98) = 1 - (97/98)^5 ~ 5%, and some modality of a sample holds more than half with ~6 * 3%
     assert 0.03 < (counts == 0).float().mean() < 0.08
     assert 0.1 < (counts > 24).any(dim=1).float().mean() < 0.3
-    concentrated = mm.dirichlet_token_allocation(2000, 6, 49, alpha=100.0, generator=torch.Generator().manual_seed(0))
+    concentrated = mm.dirichlet_token_allocation(2000, 6, 49, alpha=100.0, rng=GeneratorRandom(0))
     assert concentrated.float().std() < counts.float().std() / 3
 
 
-def test_dirichlet_allocation_is_reproducible_from_the_generator_and_validates():
-    a = mm.dirichlet_token_allocation(8, 6, 49, generator=torch.Generator().manual_seed(3))
-    b = mm.dirichlet_token_allocation(8, 6, 49, generator=torch.Generator().manual_seed(3))
+def test_masks_are_drawn_from_the_rng_only():
+    a = mm.dirichlet_token_allocation(8, 6, 49, rng=torch.Generator().manual_seed(3))
+    b = mm.dirichlet_token_allocation(8, 6, 49, rng=GeneratorRandom(3))
     assert torch.equal(a, b)
+    assert not torch.equal(a, mm.dirichlet_token_allocation(8, 6, 49, rng=GeneratorRandom(4)))
+    model = tiny_model()
+    state = torch.random.get_rng_state()
+    model.sample_masks(4, GeneratorRandom(0), torch.device("cpu"))
+    model(make_batch(), make_ctx())
+    assert torch.equal(torch.random.get_rng_state(), state)  # torch's global generator is left alone
     with pytest.raises(ValueError, match="alpha"):
         mm.dirichlet_token_allocation(8, 6, 49, alpha=0.0)
 
 
 def test_visible_tokens_follow_the_counts_and_are_uniform_within_a_modality():
     counts = torch.tensor([[3, 0, 5, 0, 0, 0], [0, 0, 0, 0, 0, 8]] * 500)
-    visible = mm.visible_token_mask(counts, 16, torch.Generator().manual_seed(0))
+    visible = mm.visible_token_mask(counts, 16, GeneratorRandom(0))
     assert torch.equal(visible.sum(-1), counts)
     freq = visible[::2, 0].float().mean(0)  # each of 16 positions chosen with probability 3/16
     assert torch.allclose(freq, torch.full((16,), 3 / 16), atol=0.06)
@@ -92,11 +144,26 @@ def test_visible_tokens_follow_the_counts_and_are_uniform_within_a_modality():
     assert (keep[0] // 16).tolist() == [0, 0, 0, 2, 2, 2, 2, 2] and (keep[1] // 16 == 5).all()
 
 
+def test_masks_and_flips_split_over_two_ranks_are_the_rows_of_one_process():
+    """Under DDP each rank draws its rows of one global draw: 2 ranks x 2 samples = 1 process x 4 samples."""
+    model, batch = tiny_model(), make_batch(b=4)
+    whole_ctx = make_ctx()
+    whole_inputs = model.prepare(batch, whole_ctx)
+    whole_visible, _ = model.sample_masks(4, whole_ctx, torch.device("cpu"))
+    for rank in range(2):
+        ctx, rows = make_ctx(rank, 2), slice(2 * rank, 2 * rank + 2)
+        inputs = model.prepare({m: x[rows] for m, x in batch.items()}, ctx)
+        visible, _ = model.sample_masks(2, ctx, torch.device("cpu"))
+        assert torch.equal(visible, whole_visible[rows])
+        for m in mm.MODALITIES:
+            assert torch.equal(inputs[m], whole_inputs[m][rows])
+
+
 # ------------------------------------------------------------------------------------- model
 def test_adapters_and_decoders_have_the_shapes_of_all_six_modalities():
     model, batch = tiny_model(), make_batch()
     inputs = model.prepare(batch)
-    visible, keep = model.sample_masks(4, torch.Generator().manual_seed(0), torch.device("cpu"))
+    visible, keep = model.sample_masks(4, GeneratorRandom(0), torch.device("cpu"))
     assert visible.shape == (4, 6, 16) and keep.shape == (4, 8)
     for m in mm.MODALITIES:
         assert model.encoder.adapters[m](inputs[m]).shape == (4, 16, 32)
@@ -111,7 +178,7 @@ def test_adapters_and_decoders_have_the_shapes_of_all_six_modalities():
 def test_decoder_queries_see_other_modalities_through_cross_attention():
     model, batch = tiny_model(), make_batch()
     inputs = model.prepare(batch)
-    visible, keep = model.sample_masks(4, torch.Generator().manual_seed(1), torch.device("cpu"))
+    visible, keep = model.sample_masks(4, GeneratorRandom(1), torch.device("cpu"))
     only_seg = {**inputs, "seg": torch.zeros_like(inputs["seg"])}
     seg_visible = (keep // 16 == 5).any(dim=1)
     with torch.no_grad():
@@ -131,6 +198,25 @@ def test_seg_adapter_refuses_float_maps_and_model_refuses_missing_modalities():
         model.prepare(batch)
 
 
+def test_embeddings_tokens_biases_and_norms_do_not_decay():
+    model = tiny_model()
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert {"encoder.global_token", "encoder.adapters.seg.class_embed.weight", "decoders.rgb.mask_token",
+            "decoders.seg.modality_embed"} <= exempt
+    embeddings = {n for n in exempt if model.get_parameter(n).ndim >= 2}
+    assert all(n.endswith(("token", "modality_embed", "class_embed.weight")) for n in embeddings)
+    decaying = {names[id(p)] for p in decay["params"]}
+    assert {"encoder.adapters.rgb.proj.weight", "decoders.depth.head.weight", "encoder.blocks.0.attn.qkv.weight"} <= decaying
+    assert all(model.get_parameter(n).ndim >= 2 for n in decaying)
+
+
+def test_parameter_counts_add_up_to_the_model():
+    model = tiny_model()
+    assert sum(mm.parameter_counts(model).values()) == sum(p.numel() for p in model.parameters())
+
+
 # ------------------------------------------------------------------------------------- loss (eq. 1)
 def test_reconstruction_loss_matches_hand_computation_on_masked_tokens():
     target = torch.zeros(1, 1, 4, 4)                               # 4 tokens of 2x2 pixels
@@ -143,7 +229,7 @@ def test_reconstruction_loss_matches_hand_computation_on_masked_tokens():
 def test_the_loss_ignores_visible_tokens():
     model, batch = tiny_model(), make_batch()
     inputs = model.prepare(batch)
-    visible, keep = model.sample_masks(4, torch.Generator().manual_seed(0), torch.device("cpu"))
+    visible, keep = model.sample_masks(4, GeneratorRandom(0), torch.device("cpu"))
     with torch.no_grad():
         preds = model.reconstruct(inputs, visible, keep)
     for i, m in enumerate(mm.MODALITIES):
@@ -160,13 +246,21 @@ def test_seg_loss_is_cross_entropy_over_classes():
     target = torch.tensor([[[0, 1], [2, 3]]])                     # one 2x2 token
     logits = torch.zeros(1, mm.NUM_SEG_CLASSES, 2, 2)
     logits[0, 0] = 5.0
-    pred = mm.patchify(logits, 2).reshape(1, 1, -1)
+    pred = patchify(logits, 2).reshape(1, 1, -1)
     expected = F.cross_entropy(logits, target)
     got = mm.reconstruction_loss("seg", pred, target, torch.tensor([[True]]), 2)
     assert got == pytest.approx(float(expected), rel=1e-6)
 
 
-# ------------------------------------------------------------------------------------- resizing
+def test_loss_terms_are_the_six_terms_of_eq_1_and_sum_to_the_loss():
+    model, batch = tiny_model(), make_batch()
+    with torch.no_grad():
+        out = model(batch, make_ctx())
+    assert set(out) == {"loss", *[f"loss_{m}" for m in mm.MODALITIES]}
+    assert float(out["loss"]) == pytest.approx(sum(float(out[f"loss_{m}"]) for m in mm.MODALITIES), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------- resizing, flips
 @pytest.mark.parametrize("size_in", [32, 64])
 def test_seg_targets_stay_integer_class_ids_after_resizing(size_in):
     g = torch.Generator().manual_seed(0)
@@ -180,15 +274,16 @@ def test_seg_targets_stay_integer_class_ids_after_resizing(size_in):
     assert not set(mixed.unique().tolist()) <= {0, 3, 7, 11}
 
 
-def test_flip_is_the_same_in_every_modality():
-    batch = make_batch(b=16)
-    flipped = mm.random_hflip(batch, 0.5, torch.Generator().manual_seed(0))
+def test_pretraining_flips_every_modality_of_a_sample_alike():
+    model, batch = tiny_model(hflip_p=0.5), make_batch(b=16)
+    flipped = model.prepare(batch, GeneratorRandom(0))
     was_flipped = torch.tensor([torch.equal(flipped["rgb"][i], batch["rgb"][i].flip(-1)) for i in range(16)])
     assert 0 < was_flipped.sum() < 16
     for m in mm.MODALITIES:
         for i in range(16):
             expected = batch[m][i].flip(-1) if was_flipped[i] else batch[m][i]
             assert torch.equal(flipped[m][i], expected)
+    assert all(torch.equal(model.prepare(batch)[m], batch[m]) for m in mm.MODALITIES)  # no rng: no flip
 
 
 # ------------------------------------------------------------------------------------- training
@@ -197,7 +292,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     history = []
     for _ in range(8):
-        out = model(batch, Ctx(seed=0))  # same masks and flips every step
+        out = model(batch, GeneratorRandom(0))  # same masks and flips every step
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -240,15 +335,87 @@ def test_segmentation_head_of_four_convnext_blocks_returns_logits_at_the_label_s
 
 
 def test_sample_world_tasks_give_scalar_class_ids_and_encoder_inputs():
-    cfg = get_profile("multimae_eo", "tiny")
+    cfg = tiny_cfg()
     task = mm.load_task(dataset_root(cfg), "m-eurosat", max_train=8, max_test=4)
     assert task.kind == "multiclass" and len(task.train) == 8 and len(task.test) == 4
+    assert (task.metric, task.protocols, task.objective.kind) == ("OA", ("linear probing", "end-to-end"), "multiclass")
     batch = torch.utils.data.default_collate([task.train[i] for i in range(4)])
     assert batch["label"].shape == (4,)
     inputs = mm.task_inputs(batch, task.band_order, mm.INPUT_SETS["rgb+ired+sired+eb"], SIZE)
     assert sorted(inputs) == ["eb", "ired", "rgb", "sired"] and inputs["sired"].shape == (4, 2, SIZE, SIZE)
     with pytest.raises(ValueError, match="depth"):
         mm.task_inputs(batch, task.band_order, mm.INPUT_SETS["rgb+ired+depth"], SIZE)
+
+
+def eval_cfg(**overrides) -> mm.MultiMAEConfig:
+    return tiny_cfg(**{"embed_dim": 32, "depth": 1, "num_heads": 2, "eval_max_train": 12, "eval_max_test": 8,
+                       "probe_epochs": 3, "finetune_epochs": 1, "finetune_batch_size": 4, "seg_head_dim": 8,
+                       "input_sets": ("rgb",), "device": "cpu", "progress": "off", **overrides})
+
+
+def test_downstream_protocols_score_every_cell_checkpoint_each_stage_and_resume(tmp_path):
+    cfg = eval_cfg()
+    tasks = mm.downstream_tasks(cfg)
+    assert [t.name for t in tasks] == ["m-eurosat", "m-landcover-seg"]
+    encoder = seeded(lambda: mm.build_encoder(cfg), 0)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    scores, seg_models = mm.evaluate_downstream(encoder, tasks, cfg, checkpoint_dir=tmp_path)
+    assert set(scores) == {("m-eurosat", "OA", "rgb", "linear probing"), ("m-eurosat", "OA", "rgb", "end-to-end"),
+                           ("m-landcover-seg", "mIoU", "rgb", "frozen encoder"),
+                           ("m-landcover-seg", "mIoU", "rgb", "end-to-end")}
+    assert all(0.0 <= v <= 100.0 for v in scores.values())
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # the encoder is copied
+    model, task = seg_models[("m-landcover-seg", "rgb")]
+    assert task.kind == "segmentation" and model.segmentation
+    for stage in ("m-eurosat/rgb/linear-probing", "m-eurosat/rgb/end-to-end", "m-landcover-seg/rgb/frozen-encoder"):
+        assert any((tmp_path / stage).glob("ckpt-*.pt")), stage
+    again, _ = mm.evaluate_downstream(encoder, tasks, cfg, checkpoint_dir=tmp_path)  # finished stages are loaded
+    assert again == pytest.approx(scores)
+
+
+def test_end_to_end_segmentation_trains_a_copy_of_the_encoder():
+    cfg = eval_cfg(classification_tasks=())
+    task = mm.downstream_tasks(cfg)[0]
+    encoder = seeded(lambda: mm.build_encoder(cfg), 0)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    scores, end_to_end = mm.evaluate_task(encoder, task, "rgb", cfg)
+    assert set(scores) == {"frozen encoder", "end-to-end"} and end_to_end.encoder is not encoder
+    assert all(p.requires_grad for p in end_to_end.encoder.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in end_to_end.encoder.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+
+
+def test_random_init_row_is_the_mean_over_seeded_encoders(tmp_path):
+    cfg = eval_cfg(segmentation_tasks=(), random_init_seeds=2, seed=3)
+    tasks = mm.downstream_tasks(cfg)
+    mean, per_seed = mm.random_init_evaluation(tasks, cfg, checkpoint_dir=tmp_path)
+    assert len(per_seed) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["seed3", "seed4"]
+    for cell, value in mean.items():
+        assert value == pytest.approx((per_seed[0][cell] + per_seed[1][cell]) / 2)
+    again, _ = mm.evaluate_downstream(seeded(lambda: mm.build_encoder(cfg), cfg.seed + 1), tasks, cfg)
+    assert again == pytest.approx(per_seed[1])  # seed cfg.seed + i is the i-th row, reproducibly
+
+
+def test_results_table_puts_the_paper_beside_this_run_and_the_baseline():
+    cells = [("m-eurosat", "OA", "rgb", "linear probing"), ("m-eurosat", "OA", "rgb", "end-to-end")]
+    scores = dict(zip(cells, [50.0, 60.0]))
+    seeds = [dict(zip(cells, [40.0, 45.0])), dict(zip(cells, [44.0, 47.0]))]
+    table = mm.results_table(scores, {c: (seeds[0][c] + seeds[1][c]) / 2 for c in cells}, seeds)
+    assert list(table.index.names) == ["task", "metric", "input set", "protocol"]
+    assert table.loc[cells[0], "this run (%)"] == 50.0 and table.loc[cells[1], "random init (%)"] == 46.0
+    assert table.loc[cells[0], "random init range"] == "40.0-44.0"
+    assert table.loc[cells[0], "paper (%)"] == "main text, not in the appendix"
+    assert "random init (%)" not in mm.results_table(scores).columns
+
+
+def test_reconstruction_examples_show_the_input_on_visible_patches():
+    model, batch = tiny_model(), make_batch()
+    ex = mm.reconstruction_examples(model, batch, GeneratorRandom(0))
+    assert ex["counts"].shape == (4, 6) and (ex["counts"].sum(1) == 8).all()
+    rgb, seg = ex["rgb"], ex["seg"]
+    shown = ~torch.isnan(rgb["masked"])
+    assert torch.equal(rgb["reconstruction"][shown], rgb["original"][shown])
+    assert seg["original"].shape == (4, 1, SIZE, SIZE) and set(seg["masked"].unique().tolist()) <= {-1, *range(12)}
 
 
 def test_real_geobench_samples_go_through_the_same_reader_and_encoder():
@@ -264,22 +431,37 @@ def test_real_geobench_samples_go_through_the_same_reader_and_encoder():
     with torch.no_grad():
         features = tiny_model().encoder.features(inputs)
     assert features.shape == (len(ds), 32) and torch.isfinite(features).all()
-    assert batch["label"].shape == (len(ds),)
 
 
 # ------------------------------------------------------------------------------------- profiles
 @pytest.mark.parametrize("field, value", [("num_visible", 17), ("depth_loss", "huber"), ("hflip_p", 1.5),
                                           ("input_sets", ("rgb", "nir")), ("patch_size", 6),
-                                          ("decoder_dim", 30)])
+                                          ("decoder_dim", 30), ("random_init_seeds", -1)])
 def test_config_refuses_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
-        get_profile("multimae_eo", "tiny", **{field: value})
+        tiny_cfg(**{field: value})
 
 
 def test_full_profile_has_the_papers_settings():
-    cfg = get_profile("multimae_eo", "full")
+    cfg = mm.CHAPTER.profile("full")
     assert (cfg.img_size, cfg.patch_size, cfg.num_visible) == (56, 8, 49)
     assert 6 * (cfg.img_size // cfg.patch_size) ** 2 == 294
     assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.decoder_dim, cfg.decoder_depth) == (768, 12, 12, 128, 2)
     assert (cfg.epochs, cfg.batch_size, cfg.warmup_epochs, cfg.betas, cfg.weight_decay) == (1000, 512, 1, (0.9, 0.95), 0.05)
     assert cfg.lr == pytest.approx(1e-4 * 512 / 256) and cfg.dirichlet_alpha == 1.0 and cfg.seg_class_dim == 64
+
+
+def test_every_departure_from_the_paper_has_a_reason():
+    assert mm.CHAPTER.unexplained_deviations() == []
+    rows = {row["field"]: row for row in mm.CHAPTER.deviation_rows()}
+    assert rows["probe_standardize"]["paper"] is False and rows["probe_standardize"]["full"] is True
+    assert "fmow" in rows["classification_tasks"]["paper"] and "fMoW" in rows["classification_tasks"]["reason"]
+    assert "num_visible" not in rows and "depth_loss" not in rows  # the full profile is the paper there
+    wrong = dataclasses.replace(mm.CHAPTER, deviations={k: v for k, v in mm.DEVIATIONS.items() if k != "input_sets"})
+    assert wrong.unexplained_deviations() == ["input_sets"]
+
+
+def test_profiles_keep_todays_probe_and_baseline_behaviour():
+    for name in ("tiny", "small", "full"):
+        cfg = mm.CHAPTER.profile(name)
+        assert cfg.profile == name and cfg.probe_standardize and cfg.random_init_seed_list == [cfg.seed]

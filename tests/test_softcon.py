@@ -1,5 +1,6 @@
 """Tests of SoftCon (chapter 4): label similarity, the soft contrastive loss, the MoCo-v3-style module,
-patch-embedding adaptation and loading of vision-foundation-model weights (random weights, no download)."""
+patch-embedding adaptation and loading of vision-foundation-model weights (random weights, no download),
+the evaluation recipe and the profiles."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,17 +13,24 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from eobook.config import ConfigError, get_profile
+from eobook.config import ConfigError
+from eobook.evaluate import seeded
 from eobook.methods import softcon as sc
+from eobook.nn import encode_visible
+from eobook.rng import GeneratorRandom
 from eobook.runtime import DistInfo
 from eobook.train import StepContext, TrainConfig, fit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def ctx_for(step: int = 0, total: int = 10, seed: int = 0) -> StepContext:
+def ctx_for(step: int = 0, total: int = 10, seed: int = 0, rank: int = 0, world: int = 1) -> StepContext:
     return StepContext(0, step, step, total, total, torch.device("cpu"), torch.Generator().manual_seed(seed), None,
-                       DistInfo())
+                       DistInfo(rank, world))
+
+
+def tiny_cfg(**overrides) -> sc.SoftConConfig:
+    return sc.CHAPTER.profile("tiny", **overrides)
 
 
 def tiny_module(mask_ratio: float = 0.5, lam: float = 0.5, seed: int = 0) -> sc.SoftCon:
@@ -263,22 +271,24 @@ def test_ema_update_of_the_momentum_branch_is_exact():
     before = {k: v.clone() for k, v in module.momentum_branch.state_dict().items()}
     base = {k: v.clone() for k, v in module.base.state_dict().items()}
     ctx = ctx_for(step=3, total=10)
-    m = module.momentum_at(ctx.progress)
+    m = module.momentum_at(ctx)
     assert m == pytest.approx(1 - 0.1 * (math.cos(math.pi * 0.3) + 1) / 2)
     module.on_step_end(ctx)
     for name, p in module.momentum_branch.named_parameters():
         assert torch.allclose(p, m * before[name] + (1 - m) * base[name], atol=1e-7)
-    assert module.momentum_at(0.0) == pytest.approx(0.9) and module.momentum_at(1.0) == pytest.approx(1.0)
+    assert module.momentum_at(ctx_for(0, 10)) == pytest.approx(0.9)
+    assert module.momentum_at(ctx_for(10, 10)) == pytest.approx(1.0)
     assert not any(p.requires_grad for p in module.momentum_branch.parameters())
 
 
 def test_siamese_masking_encodes_only_visible_patches():
     module = tiny_module(mask_ratio=0.75)
-    keep = module.keep_indices(3, torch.Generator().manual_seed(0), torch.device("cpu"))
+    keep = module.keep_indices(3, GeneratorRandom(0))
     assert keep.shape == (3, 4)  # 16 patches, 25% visible
-    tokens = sc.encode_visible(module.encoder.net, torch.rand(3, 13, 16, 16), keep)
+    assert bool((keep[:, 1:] > keep[:, :-1]).all()) and len(set(map(tuple, keep.tolist()))) > 1  # sorted, per sample
+    tokens = encode_visible(module.encoder.net, torch.rand(3, 13, 16, 16), keep)
     assert tokens.shape == (3, 1 + 4, 32)
-    assert tiny_module(mask_ratio=0.0).keep_indices(3, torch.Generator(), torch.device("cpu")) is None
+    assert tiny_module(mask_ratio=0.0).keep_indices(3, GeneratorRandom(0)) is None
     with pytest.raises(ValueError, match="mask_ratio"):
         sc.SoftCon(sc.Backbone("resnet50", 2, 32), mask_ratio=0.5)
 
@@ -286,16 +296,48 @@ def test_siamese_masking_encodes_only_visible_patches():
 def test_views_are_deterministic_given_the_generator():
     module = tiny_module()
     x = torch.rand(4, 13, 20, 20)
-    a = module.views(x, torch.Generator().manual_seed(1))
-    b = module.views(x, torch.Generator().manual_seed(1))
+    a = module.views(x, GeneratorRandom(1))
+    b = module.views(x, torch.Generator().manual_seed(1))  # a generator is wrapped as the same source
     assert a[0].shape == (4, 13, 16, 16) and torch.equal(a[0], b[0]) and not torch.equal(a[0], a[1])
 
 
-def test_full_crop_is_the_image_or_its_flip():
-    x = torch.rand(6, 2, 8, 8)
-    out = sc.random_resized_crop(x, 8, (1.0, 1.0), torch.Generator().manual_seed(0), ratio=(1.0, 1.0))
-    for a, b in zip(out, x):
-        assert any(torch.allclose(a, b.flip(dims) if dims else b, atol=1e-5) for dims in ((), (-1,), (-2,), (-1, -2)))
+def test_whole_image_views_are_flipped_both_ways_and_jittered_as_one_spectrum():
+    """With crop scale 1 a view is the image, mirrored left-right and/or up-down; the jitter is one affine map
+    ``a x + d`` for all bands of a sample (contrast about the all-band mean, then brightness), unclamped."""
+    module = tiny_module()
+    module.crop_scale, module.jitter = (1.0, 1.0), 0.0
+    x = torch.rand(64, 13, 16, 16)
+    seen = set()
+    for view in module.views(x, GeneratorRandom(0)):
+        for v, image in zip(view, x):
+            flips = [dims for dims in ((), (-1,), (-2,), (-1, -2)) if torch.allclose(v, image.flip(dims), atol=1e-5)]
+            assert len(flips) == 1
+            seen.add(flips[0])
+    assert len(seen) == 4
+    plain = module.views(x, GeneratorRandom(1))[0]      # the same draws: only the jitter's strength differs
+    module.jitter = 0.4
+    v1 = module.views(x, GeneratorRandom(1))[0]
+    for u, v in zip(plain, v1):
+        design = torch.stack([u.flatten(), torch.ones(u.numel())], dim=1).double()  # fit v = a u + d per sample
+        coefficients = torch.linalg.lstsq(design, v.flatten().double()[:, None]).solution
+        assert torch.allclose((design @ coefficients)[:, 0], v.flatten().double(), atol=1e-4)
+    assert not torch.allclose(plain, v1)
+    assert float(v1.max()) > 1.0 or float(v1.min()) < 0.0  # not clamped to [0, 1]
+
+
+def test_views_and_masks_are_the_same_split_over_two_ranks():
+    """Two DDP ranks with half the batch each draw exactly the views and Siamese masks of one process."""
+    module = tiny_module()
+    x = torch.rand(4, 13, 20, 20)
+
+    def draws(rows: slice, rank: int, world: int):
+        ctx = ctx_for(seed=5, rank=rank, world=world)
+        return (*module.views(x[rows], ctx), module.keep_indices(len(x[rows]), ctx))
+
+    whole = draws(slice(None), 0, 1)
+    halves = [draws(slice(2 * r, 2 * r + 2), r, 2) for r in range(2)]
+    for i, drawn in enumerate(whole):
+        assert torch.allclose(drawn, torch.cat([h[i] for h in halves]), atol=1e-6)
 
 
 def test_model_input_inserts_b10_for_bigearthnet():
@@ -344,16 +386,27 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
 # Profiles
 # --------------------------------------------------------------------------------------------------
 def test_profiles_validate_and_name_the_field():
-    full = get_profile("softcon", "full")
-    assert (full.arch, full.img_size, full.modality) == ("vit_small_patch14_dinov2", 224, "s2c")
-    assert get_profile("softcon", "tiny").weights == ""
+    full = sc.CHAPTER.profile("full")
+    assert (full.arch, full.img_size, full.modality, full.probe_fraction) == ("vit_small_patch14_dinov2", 224, "s2c", 0.1)
+    assert full.profile == "full" and tiny_cfg().weights == "" and tiny_cfg(lam=1.0).profile == "tiny"
     for bad, field in (({"lam": 1.5}, "lam"), ({"mask_ratio": 1.0}, "mask_ratio"),
                        ({"arch": "resnet50"}, "mask_ratio"), ({"ablation_lambdas": (0.5, 2.0)}, "ablation_lambdas"),
                        ({"modality": "s2a"}, "modality"), ({"img_size": 100}, "img_size"),
-                       ({"crop_scale": (0.5, 0.2)}, "crop_scale")):
+                       ({"crop_scale": (0.5, 0.2)}, "crop_scale"), ({"probe_fraction": 0.0}, "probe_fraction")):
         with pytest.raises(ConfigError, match=field):
-            get_profile("softcon", "full", **bad)
-    assert get_profile("softcon", "full", arch="resnet50", mask_ratio=0).arch == "resnet50"
+            sc.CHAPTER.profile("full", **bad)
+    assert sc.CHAPTER.profile("full", arch="resnet50", mask_ratio=0).arch == "resnet50"
+
+
+def test_paper_values_and_deviations_are_complete():
+    """Every departure of ``full`` from the published values has a reason; the probe keeps standardising its
+    features in every profile (as before the move), which the paper does not."""
+    assert sc.CHAPTER.unexplained_deviations() == []
+    rows = {row["field"]: row for row in sc.CHAPTER.deviation_rows()}
+    assert rows["probe_standardize"]["paper"] is False and rows["probe_standardize"]["full"] is True
+    assert "img_size" not in rows and "probe_fraction" not in rows  # the full profile has the paper's values
+    assert all(cfg.probe_standardize for cfg in sc.PROFILES.values())
+    assert rows["lam"]["paper"] is None and rows["lam"]["reason"]  # a book choice, stated
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, queue) -> None:
@@ -393,5 +446,153 @@ def test_keys_gathered_over_two_ranks_give_the_single_process_loss(tmp_path):
     q.requires_grad_()
     single = sc.softcon_loss(q, k, y, y, 0.2, lam=0.5)["loss"]
     single.backward()
-    assert (results[0][0] + results[1][0]) / 2 == pytest.approx(float(single), rel=1e-5)
+    assert (results[0][0] + results[1][0]) / 2 == pytest.approx(float(single.detach()), rel=1e-5)
     assert torch.allclose(torch.tensor(results[0][1] + results[1][1]) / 2, q.grad, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# The lambda mixture, the continual-pretraining check, the module of a profile
+# --------------------------------------------------------------------------------------------------
+def test_mixed_target_gives_the_softcon_loss_as_one_cross_entropy():
+    g = torch.Generator().manual_seed(8)
+    z1, z2 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    y = (torch.rand(6, 9, generator=g) < 0.4).float()
+    y[:, 2] = 1
+    s = sc.label_similarity(y, y)
+    target = sc.mixed_target(s, 0.3)
+    assert torch.allclose(target.sum(1), torch.ones(6))
+    assert torch.allclose(target, 0.3 * torch.eye(6) + 0.7 * s / s.sum(1, keepdim=True))
+    one = sc.soft_target_cross_entropy(sc.embedding_logits(z1, z2, 0.2), target)
+    assert one.item() == pytest.approx(sc.softcon_loss(z1, z2, y, y, 0.2, lam=0.3)["loss"].item(), rel=1e-5)
+    assert torch.equal(sc.mixed_target(s, 1.0), torch.eye(6))
+    with pytest.raises(ValueError, match="lam"):
+        sc.mixed_target(s, -0.1)
+    with pytest.raises(ValueError, match="square"):
+        sc.mixed_target(s[:3], 0.5)
+
+
+def test_grey_scene_check_loads_rgb_weights_that_answer_grey_like_the_rgb_model():
+    report, gap = sc.grey_scene_check(tiny_cfg())
+    assert report["adapted"] == ["patch_embed.proj.weight"] and gap < 1e-4
+    assert sc.grey_scene_check(tiny_cfg(modality="s1"))[1] < 1e-4
+
+
+def test_build_pretraining_starts_every_run_from_the_seeded_network():
+    """The pretraining module is built seeded (whatever ran before), so the lambda ablation starts from the
+    main run's network and the random-init row's first backbone is that network's encoder."""
+    cfg = tiny_cfg()
+    torch.manual_seed(123)
+    first = sc.build_pretraining(cfg)
+    torch.rand(10)
+    second = sc.build_pretraining(dataclasses.replace(cfg, lam=1.0))
+    for (name, a), b in zip(first.module.state_dict().items(), second.module.state_dict().values()):
+        assert torch.equal(a, b), name
+    random_row = seeded(lambda: sc.create_backbone(cfg), cfg.seed)
+    assert all(torch.equal(a, b) for a, b in zip(random_row.state_dict().values(),
+                                                   first.module.encoder.state_dict().values()))
+    assert first.meta == {"arch": "vit", "in_chans": 13, "embed_dim": 64, "img_size": 32, "proj_dim": 32,
+                          "proj_hidden": 128}
+    assert "multilabel" in first.dataset[0] and first.module.input_key == "s2"
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation recipe
+# --------------------------------------------------------------------------------------------------
+def test_probes_and_fine_tuning_follow_the_protocol(monkeypatch, tmp_path):
+    """The probe: SGD momentum 0.9, no weight decay, lr and epochs of the profile, standardised features,
+    19-class multi-label on BigEarthNet then 10-class EuroSAT; fine-tuning: AdamW, weight decay 0.05, on the
+    label fraction; each stage in its own checkpoint folder."""
+    from eobook.methods.softcon import evaluation as ev
+
+    calls = []
+
+    def fake_probe(train_x, train_y, test_x, test_y, task, loop, *, standardize_features, checkpoint_dir):
+        calls.append(("probe", task, loop, standardize_features, checkpoint_dir, train_x.shape, test_x.shape))
+        return {"mAP_macro": 50.0, "OA": 60.0}
+
+    def fake_fine_tune(model, train_set, test_set, predict, task, loop, *, checkpoint_dir):
+        batch = torch.utils.data.default_collate([train_set[0], train_set[1]])
+        calls.append(("fine-tune", task, loop, len(train_set), checkpoint_dir, predict(model, batch).shape))
+        return {"mAP_macro": 70.0}, None
+
+    monkeypatch.setattr(ev, "linear_probe", fake_probe)
+    monkeypatch.setattr(ev, "fine_tune", fake_fine_tune)
+    cfg = tiny_cfg(probe_fraction=0.5)
+    scores = sc.evaluate_backbone(sc.create_backbone(cfg), cfg, "cpu", tmp_path)
+    assert scores == {"ben_mAP": 50.0, "eurosat_OA": 60.0, "ben_ft_mAP": 70.0}
+    (_, ben, loop, std, folder, train_shape, _), (_, euro, _, _, euro_folder, _, _), ft = calls
+    assert (ben.kind, ben.num_classes, euro.kind, euro.num_classes) == ("multilabel", 19, "multiclass", 10)
+    assert (loop.optimizer, loop.momentum, loop.weight_decay, loop.lr, loop.epochs, loop.batch_size) == \
+        ("sgd", 0.9, 0.0, cfg.probe_lr, cfg.probe_epochs, cfg.probe_batch_size)
+    assert std is True and train_shape[1] == cfg.vit_dim
+    assert (folder, euro_folder) == (tmp_path / "bigearthnet-probe", tmp_path / "eurosat-probe")
+    train, _ = sc.bigearthnet_splits(cfg)
+    _, task, ft_loop, n_train, ft_folder, logits_shape = ft
+    assert (ft_loop.optimizer, ft_loop.weight_decay, ft_loop.lr, ft_loop.epochs) == ("adamw", 0.05, cfg.finetune_lr, 1)
+    assert n_train == len(train) and ft_folder == tmp_path / "bigearthnet-finetune" and logits_shape == (2, 19)
+    calls.clear()
+    sar = tiny_cfg(modality="s1", finetune_epochs=0)
+    assert set(sc.evaluate_backbone(sc.create_backbone(sar), sar)) == {"ben_mAP"}  # no EuroSAT-SAR, no fine-tuning
+    assert [c[0] for c in calls] == ["probe"] and calls[0][3] is True
+
+
+def test_evaluation_runs_rows_ablation_and_verdicts(monkeypatch, tmp_path):
+    """The chapter's evaluation: the random init (mean over seeds), SoftCon, and one pretraining per ablation
+    lambda through the given pretrain function, each in its own folder, from the same config but lambda."""
+    from eobook.methods.softcon import evaluation as ev
+
+    evaluated = []
+
+    def fake_evaluate(backbone, cfg, device="cpu", checkpoint_dir=None):
+        evaluated.append((cfg.lam, checkpoint_dir))
+        value = 40.0 + 10 * len(evaluated)
+        return {"ben_mAP": value, "eurosat_OA": value + 1}
+
+    pretrained = []
+
+    def fake_pretrain(cfg, out_dir, **kwargs):
+        pretrained.append((cfg, out_dir))
+        return tiny_module(), None
+
+    monkeypatch.setattr(ev, "evaluate_backbone", fake_evaluate)
+    cfg = tiny_cfg(random_init_seeds=2, ablation_lambdas=(1.0, 0.0))
+    result = sc.evaluate_runs(tiny_module(), cfg, fake_pretrain, tmp_path)
+    assert list(result.scores) == ["random init", "SoftCon, lambda=0.5", "InfoNCE only, lambda=1", "SoftCon, lambda=0"]
+    assert result.scores["random init"] == {"ben_mAP": 55.0, "eurosat_OA": 56.0}  # mean of seeds 0 and 1
+    assert [folder for _, folder in evaluated] == [tmp_path / "random" / "seed0", tmp_path / "random" / "seed1",
+                                                   tmp_path / "softcon", tmp_path / "lambda1", tmp_path / "lambda0"]
+    assert [(c.lam, folder) for c, folder in pretrained] == [(1.0, tmp_path / "lambda1"), (0.0, tmp_path / "lambda0")]
+    assert dataclasses.replace(pretrained[0][0], lam=0.5) == cfg
+    verdicts = result.verdicts()
+    assert verdicts[0].startswith("SoftCon, lambda=0.5 beats random init")
+    assert verdicts[1].startswith("SoftCon, lambda=0.5 does not beat InfoNCE only, lambda=1")
+    assert verdicts[2] == "random init over 2 seeds: BigEarthNet linear mAP 50.0-60.0, EuroSAT linear OA 51.0-61.0"
+    assert list(result.table().columns) == ["BigEarthNet linear mAP", "EuroSAT linear OA"]
+    torch.save(sc.Backbone("vit", 3, 32, 8, 64, 2, 4).net.state_dict(), tmp_path / "rgb.pth")
+    foundation = sc.evaluate_runs(tiny_module(), dataclasses.replace(cfg, weights=str(tmp_path / "rgb.pth"),
+                                                                     ablation_lambdas=()), fake_pretrain, None)
+    assert list(foundation.scores) == ["foundation model (no EO pretraining)", "SoftCon, lambda=0.5"]
+    assert len(foundation.init_per_seed) == 1  # one network whatever the seed
+
+
+def test_paper_table_puts_this_run_in_its_row():
+    ours = {"ben_mAP": 12.3, "eurosat_OA": 45.6}
+    table = sc.paper_table(ours, sc.CHAPTER.profile("full"))
+    mine = table[table["BigEarthNet mAP (this run)"].notna()]
+    assert list(mine["backbone"]) == ["vit_small_patch14_dinov2"] and list(mine["input"]) == ["MS 13 bands"]
+    assert float(mine["BigEarthNet-10% mAP (paper)"].iloc[0]) == 85.0 and float(mine["EuroSAT OA (this run)"].iloc[0]) == 45.6
+    tiny = sc.paper_table({"ben_mAP": 1.0}, tiny_cfg())
+    assert len(tiny) == len(sc.PAPER_RESULTS) + 1 and tiny.iloc[-1]["backbone"].startswith("vit (dim 64")
+    assert tiny["BigEarthNet mAP (this run)"].notna().sum() == 1
+
+
+def test_evaluation_of_a_backbone_resumes_from_its_stage_folders(tmp_path):
+    """The real probes and fine-tuning on the tiny sample world: scores in percent, one folder per stage, and
+    a second call (e.g. after a kill) loads the finished stages and gives the same scores."""
+    cfg = tiny_cfg(probe_epochs=5)
+    backbone = sc.create_backbone(cfg)
+    first = sc.evaluate_backbone(backbone, cfg, "cpu", tmp_path)
+    assert set(first) == {"ben_mAP", "eurosat_OA", "ben_ft_mAP"} and all(0 <= v <= 100 for v in first.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bigearthnet-finetune", "bigearthnet-probe", "eurosat-probe"]
+    assert all(any(p.glob("ckpt-*.pt")) for p in tmp_path.iterdir())
+    assert sc.evaluate_backbone(backbone, cfg, "cpu", tmp_path) == first

@@ -231,3 +231,11 @@ def test_checkpoints_load_weights_only(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(hostile)
     assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_samples_per_second_counts_the_samples_of_any_batch_layout():
+    from eobook.train.loop import _batch_size
+
+    assert _batch_size({"id": ["a", "b", "c"], "x": torch.zeros(3, 2)}) == 3
+    assert _batch_size({"id": ["a", "b"]}) == 2 and _batch_size([torch.zeros(5, 1), torch.zeros(5)]) == 5
+    assert _batch_size({"views": {"a": torch.zeros(4, 1)}}) == 4

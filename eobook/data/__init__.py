@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bands import (BEN19_CLASSES, BEN43_CLASSES, DFC_CLASSES, DW_CLASSES, EUROSAT_CLASSES, IGNORE_INDEX,
                     MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, S2_L2A_BANDS, WORLDCOVER_CLASSES)
@@ -21,6 +21,9 @@ from .sen12ms import SEN12MS
 from .ssl4eo import SSL4EOS12
 from .world import ensure_sample_world
 
+if TYPE_CHECKING:  # annotations only: the data layer does not need the config machinery at run time
+    from ..config import ChapterConfig
+
 
 def real_data_root() -> Path | None:
     """``$EOBOOK_REAL_DATA`` or ``<repo>/../shared/data/real`` when it exists, else None."""
@@ -29,7 +32,7 @@ def real_data_root() -> Path | None:
     return path if path.is_dir() else None
 
 
-def dataset_root(cfg: Any, name: str | None = None) -> Path:
+def dataset_root(cfg: ChapterConfig, name: str | None = None) -> Path:
     """Where a chapter reads its data: ``cfg.data_root`` (a folder holding the datasets under their names,
     like the sample world) or the synthetic sample world of ``cfg.world_size`` / ``cfg.world_seed``.
 
@@ -71,10 +74,10 @@ def open_dataset(reader: str, root: str | os.PathLike, in_memory: bool = False, 
     return READERS[reader](root, **kwargs)
 
 
-def chapter_dataset(cfg: Any, reader: str, folder: str, **kwargs: Any):
-    """A chapter's dataset: ``READERS[reader]`` on ``dataset_root(cfg, folder)``, kept in memory when
-    ``cfg.cache_data`` (the small sample worlds, read once per process)."""
-    return open_dataset(reader, dataset_root(cfg, folder), cfg.cache_data, **kwargs)
+def chapter_dataset(cfg: ChapterConfig, reader: str, folder: str, **kwargs: Any):
+    """A chapter's dataset: ``READERS[reader]`` on ``dataset_root(cfg, folder)``, kept in memory when the
+    chapter has ``cfg.cache_data`` set (the small sample worlds, read once per process)."""
+    return open_dataset(reader, dataset_root(cfg, folder), getattr(cfg, "cache_data", False), **kwargs)
 
 
 __all__ = ["chapter_dataset", "dataset_root", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",

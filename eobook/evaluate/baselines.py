@@ -23,10 +23,9 @@ def random_init_baseline(build: Callable[[], nn.Module], score: Callable[[nn.Mod
     """The "random init" row: ``score(network, seed)`` of a network built with random weights for each seed
     (the seed names the stage, e.g. its checkpoint folder).
 
-    Every chapter uses the run's seed and the next ones (``cfg.seed``, ``cfg.seed + 1``, ...), so seed 0 is
-    the very network pretraining started from. Returns the per-column mean and each seed's scores: on
-    little data one random network's probe moves by one to several points from seed to seed, and the
-    spread is part of the result.
+    Every chapter uses the run's seed and the next ones (``cfg.seed``, ``cfg.seed + 1``, ...). Returns the
+    per-column mean and each seed's scores: on little data one random network's probe moves by one to
+    several points from seed to seed, and the spread is part of the result.
     """
     if not seeds:
         raise ValueError("seeds: expected at least one seed")

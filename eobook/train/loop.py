@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..runtime import DistInfo, amp_dtype, autocast, choose_device, init_distributed
+from ..runtime import DistInfo, amp_dtype, autocast, choose_device, init_distributed, seed_everything
 from .checkpoint import (MetricsLog, load_checkpoint, newest_checkpoint, remove_stale_temp_files, rng_state,
                          save_checkpoint, set_rng_state)
 from .optim import build_optimizer, param_groups
@@ -279,7 +279,11 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     start_step, resumed_from, history = 0, None, []
     remove_stale_temp_files(ckpt_dir)
     newest = newest_checkpoint(ckpt_dir)
-    if newest is not None:
+    if newest is None:
+        # Python, NumPy and torch draw from their global generators too (dropout, drop-path, worker seeds):
+        # seed them here, so that a stage trains the same whatever ran before it; a resume restores them.
+        seed_everything(cfg.seed)
+    else:
         state = load_checkpoint(newest, checkpoint_meta, map_location=device)
         raw.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -385,11 +389,18 @@ def _apply_schedules(optimizer: torch.optim.Optimizer, lr_values: np.ndarray, wd
 
 
 def _batch_size(batch: Any) -> int:
-    """Samples in a collated batch (the first dimension of its first tensor)."""
+    """Samples in a collated batch: the first dimension of its first tensor (a dict's or a sequence's), else
+    the length of a sequence of other things (e.g. a list of ids)."""
     if isinstance(batch, torch.Tensor):
         return batch.shape[0]
-    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
-    return next((_batch_size(v) for v in values if isinstance(v, (torch.Tensor, dict, list, tuple))), 0)
+    values = list(batch.values()) if isinstance(batch, dict) else list(batch) if isinstance(batch, (list, tuple)) else []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value.shape[0]
+    for value in values:
+        if isinstance(value, (dict, list, tuple)) and (n := _batch_size(value)):
+            return n
+    return len(values) if isinstance(batch, (list, tuple)) else 0
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, Subset
 from ... import augment
 from ...data import chapter_dataset
 from ...evaluate import (Task, extract_features, fine_tune, label_fraction_subset, linear_probe, random_init_baseline,
-                         subset)
+                         seeded, subset)
 from ...nn.vit import last_blocks_cls
 from ...train import stage_dir
 from .config import DinoMMConfig
@@ -126,10 +126,10 @@ def supervised_evaluation(train_set: Dataset, test_set: Dataset, cfg: DinoMMConf
     for sensors in SENSOR_MODES[::-1]:
         predict = lambda model, batch: model(eval_input(batch, sensors, cfg))  # noqa: E731
         for fraction in cfg.label_fractions:
-            torch.manual_seed(cfg.seed)
             idx = label_fraction_subset(len(train_set), fraction, cfg.seed, cfg.min_label_samples)
             cell = (label_fraction_name(fraction), sensors)
-            scores, _ = fine_tune(SupervisedViT(cfg), subset(train_set, idx), test_set, predict, task, loop,
+            model = seeded(lambda: SupervisedViT(cfg), cfg.seed)
+            scores, _ = fine_tune(model, subset(train_set, idx), test_set, predict, task, loop,
                                   checkpoint_dir=stage_dir(checkpoint_dir, "-".join(cell)))
             results[cell] = scores["mAP_macro"]
     return results

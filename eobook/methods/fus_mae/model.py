@@ -1,7 +1,4 @@
-"""Fus-MAE: a cross-attention-based data fusion approach for masked autoencoders (SAR + optical).
-
-Chan-To-Hing, H., & Veeravalli, B. (2024). Fus-MAE: A cross-attention-based data fusion approach for
-masked autoencoders in remote sensing. IGARSS 2024 (arXiv:2401.02764).
+"""Fus-MAE's inputs, masking, blocks, objective and pretraining module (Sec. 3, eq. 1-11).
 
 Two image streams, SAR ``s1`` (I_1, VV and VH) and optical ``s2`` (I_2, 12 bands), are cut into
 P x P patches by modality-specific convolutions (eq. 1). A fraction of each modality's patches is
@@ -14,27 +11,28 @@ is the MSE on masked patches only, per modality, summed.
 
 The datasets return patches at their native size; every batched entry point (pretraining ``forward``,
 evaluation features, reconstructions, attention maps) resizes the batch to the model's input side with
-:func:`resize_to_input`, on the batch's device, so the data-loading workers only read.
+:func:`resize_to_input`, on the batch's device, so the data-loading workers only read. The masks of a
+training step are drawn per sample from the step context (:mod:`eobook.rng`), so a resumed or DDP run masks
+exactly as one uninterrupted process does.
 
 No official code was published: every choice the paper leaves open (norms, weight sharing, decoder
 size, features for evaluation, ...) is stated here and in the chapter's Deviations section.
 """
 from __future__ import annotations
 
-import copy
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 from torch import nn
-from torch.utils.data import Dataset
 
-from ..data import chapter_dataset
-from ..evaluate import (FineTuneConfig, ProbeConfig, average_scores, extract_features, fine_tune, label_fraction_subset,
-                        linear_probe, subset)
-from ..nn import CrossAttention, patchify, random_keep_indices, sincos_pos_embed_2d, take_tokens, unpatchify
+from ...masking import keep_indices, masked_mean, random_mask, take_tokens
+from ...nn import CrossAttention, patchify, sincos_pos_embed_2d, unpatchify
+from ...rng import Random, as_random
+from ...train import StepContext
+from .config import FusMAEConfig
 
 #: The two modalities in the paper's order: I_1 = SAR (Sentinel-1), I_2 = optical (Sentinel-2).
 MODALITIES = ("s1", "s2")
@@ -42,68 +40,33 @@ MODALITIES = ("s1", "s2")
 IN_CHANS = {"s1": 2, "s2": 12}
 VARIANTS = ("XAE&D", "XAD")
 MASKINGS = ("independent", "consistent")
-#: Evaluation inputs of Table 1 -> the modalities the encoder sees.
-INPUTS = {"S1": ("s1",), "S2": ("s2",), "S1+S2": ("s1", "s2")}
-
-#: Table 1 of the paper: BigEarthNet-MM mAP (%), fine-tuned on 100% labels / linear probe on 1% labels.
-PAPER_TABLE1 = {
-    "ImageNet": {"100% S1": 70.2, "100% S2": 85.5, "100% S1+S2": 83.4, "1% S1": 55.9, "1% S2": 58.5, "1% S1+S2": 60.5},
-    "Dino-MM": {"100% S1": 69.7, "100% S2": 83.9, "100% S1+S2": 84.6, "1% S1": 52.7, "1% S2": 58.7, "1% S1+S2": 60.3},
-    "SatViT": {"100% S1": 75.4, "100% S2": 85.6, "100% S1+S2": 85.5, "1% S1": 52.4, "1% S2": 58.5, "1% S1+S2": 58.0},
-    "Fus-MAE w/ XAD": {"100% S1": 73.5, "100% S2": 87.8, "100% S1+S2": 86.9, "1% S1": 59.3, "1% S2": 60.4,
-                       "1% S1+S2": 63.1},
-    "Fus-MAE w/ XAE&D": {"100% S1": 75.5, "100% S2": 87.9, "100% S1+S2": 87.9, "1% S1": 57.8, "1% S2": 70.0,
-                         "1% S1+S2": 68.7},
-}
-#: Table 2 of the paper: SEN12MS linear evaluation (%), weighted precision / recall / F1.
-PAPER_TABLE2 = {
-    "ImageNet": {"top1": 58.6, "top3": 90.7, "precision_w": 75.2, "recall_w": 58.6, "f1_w": 60.1},
-    "Dino-MM": {"top1": 58.8, "top3": 91.0, "precision_w": 71.4, "recall_w": 58.8, "f1_w": 59.7},
-    "SatViT": {"top1": 59.1, "top3": 91.8, "precision_w": 75.2, "recall_w": 59.1, "f1_w": 59.9},
-    "Fus-MAE w/ XAD": {"top1": 59.8, "top3": 92.4, "precision_w": 75.2, "recall_w": 59.8, "f1_w": 62.0},
-    "Fus-MAE w/ XAE&D": {"top1": 59.6, "top3": 93.6, "precision_w": 71.5, "recall_w": 59.6, "f1_w": 60.1},
-}
 
 
 # --------------------------------------------------------------------------------------------------
 # Masking (Sec. 3.3)
 # --------------------------------------------------------------------------------------------------
 def random_masking(batch_size: int, num_patches: int, mask_ratio: float = 0.75, consistent: bool = False,
-                   num_modalities: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform random patch masks for every modality (Sec. 3.3).
+                   num_modalities: int = 2, rng: Random | torch.Generator | int | None = None) -> torch.Tensor:
+    """Uniform random patch masks for every modality (Sec. 3.3), drawn per sample from ``rng``.
 
-    Each row masks exactly ``round(mask_ratio * num_patches)`` patches. Independent masking draws each
-    modality separately; consistent masking masks the same patches in every modality.
+    Each row masks exactly ``round(mask_ratio * num_patches)`` patches (:func:`eobook.masking.random_mask`).
+    Independent masking makes one draw per modality; consistent masking makes one draw and hides the same
+    patches in every modality.
 
     Args:
-        batch_size: B. num_patches: N = (H/P)^2 patches per modality.
+        batch_size: B (the local batch during training). num_patches: N = (H/P)^2 patches per modality.
         mask_ratio: fraction of masked patches, in [0, 1) (the paper: 0.75).
         consistent: the same mask for all modalities.
         num_modalities: M.
-        generator: CPU generator (``ctx.generator`` during training).
+        rng: the step context during training; a generator, a seed or None elsewhere (:func:`eobook.rng.as_random`).
     Returns:
         bool mask [M, B, N], True = masked.
     """
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio: expected a value in [0, 1), got {mask_ratio}")
-    if batch_size < 1 or num_patches < 1 or num_modalities < 1:
-        raise ValueError(f"batch_size, num_patches, num_modalities: expected >= 1, got "
-                         f"{batch_size}, {num_patches}, {num_modalities}")
-    num_masked = round(mask_ratio * num_patches)
-    if num_masked >= num_patches:
-        raise ValueError(f"mask_ratio: {mask_ratio} masks all {num_patches} patches; keep at least one visible")
-    draws = 1 if consistent else num_modalities
-    keep = random_keep_indices(draws * batch_size, num_patches, num_patches - num_masked, generator)
-    mask = torch.ones(draws * batch_size, num_patches, dtype=torch.bool).scatter_(1, keep, False)
-    return mask.view(draws, batch_size, num_patches).expand(num_modalities, -1, -1).clone()
-
-
-def mask_to_keep(mask: torch.Tensor) -> torch.Tensor:
-    """Sorted indices of the visible patches of a bool mask [B,N] (True = masked) -> [B,K]."""
-    visible = (~mask).sum(-1).reshape(-1)
-    if mask.ndim != 2 or bool((visible != visible[0]).any()) or int(visible[0]) == 0:
-        raise ValueError("mask: expected [B,N] with the same number (>= 1) of visible patches in every row")
-    return torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :int(visible[0])]
+    if num_modalities < 1:
+        raise ValueError(f"num_modalities: expected >= 1, got {num_modalities}")
+    rng = as_random(rng)
+    draws = [random_mask(batch_size, num_patches, mask_ratio, rng) for _ in range(1 if consistent else num_modalities)]
+    return torch.stack(draws).expand(num_modalities, -1, -1).clone()                  # [M,B,N]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,20 +99,11 @@ def resize_to_input(images: dict[str, torch.Tensor], size: int) -> dict[str, tor
 
 
 def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the masked patches only (Sec. 3.2).
-
-    Args:
-        pred, target: patches [B,N,L]. mask: bool [B,N], True = masked (counted).
-    Returns:
-        scalar: mean over masked patches of the per-patch mean squared error.
-    """
-    if pred.shape != target.shape or mask.shape != pred.shape[:2]:
-        raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} "
-                         "must be [B,N,L], [B,N,L] and [B,N]")
-    if not mask.any():
-        raise ValueError("mask: no patch is masked; the loss is undefined")
-    per_patch = (pred - target).pow(2).mean(-1)                                     # [B,N]
-    return (per_patch * mask).sum() / mask.sum()
+    """Mean squared error over the masked patches only (Sec. 3.2): the per-patch MSE of ``pred`` and
+    ``target`` [B,N,L], averaged over the patches where ``mask`` [B,N] is True (:func:`eobook.masking.masked_mean`)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)}: expected the same [B,N,L]")
+    return masked_mean((pred - target).pow(2).mean(-1), mask)                        # [B,N] -> scalar
 
 
 def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -360,19 +314,19 @@ class FusMAE(nn.Module):
     def patch_size(self) -> int:
         return self.encoder.patch_size
 
-    def sample_masks(self, batch_size: int, generator: torch.Generator | None = None,
+    def sample_masks(self, batch_size: int, rng: Random | torch.Generator | int | None = None,
                      masking: str | None = None) -> dict[str, torch.Tensor]:
-        """{m: bool [B,N]} masks drawn with this model's (or the given) masking strategy."""
+        """{m: bool [B,N]} masks drawn from ``rng`` with this model's (or the given) masking strategy."""
         masking = masking or self.masking
         if masking not in MASKINGS:
             raise ValueError(f"masking: expected one of {MASKINGS}, got {masking!r}")
         mask = random_masking(batch_size, self.encoder.num_patches, self.mask_ratio, masking == "consistent",
-                              len(MODALITIES), generator)
+                              len(MODALITIES), rng)
         return dict(zip(MODALITIES, mask))
 
     def predict(self, images: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Predicted patches {m: [B,N,P*P*C]} from the visible patches (masks True = hidden)."""
-        keep = {m: mask_to_keep(masks[m]).to(images[m].device) for m in MODALITIES}
+        keep = {m: keep_indices(masks[m]).to(images[m].device) for m in MODALITIES}
         latents, _ = self.encoder(images, keep)                                       # z_{N,i}, eq. 7-8
         s1, s2 = latents["s1"], latents["s2"]
         fused = {"s1": self.xattn_decoder["s1"](s1, s2), "s2": self.xattn_decoder["s2"](s2, s1)}  # eq. 10-11
@@ -392,13 +346,9 @@ class FusMAE(nn.Module):
         """{m: [B,C_m,H,W]} at any size -> both modalities {m: [B,C_m,S,S]} at the encoder's input side."""
         return resize_to_input({m: images[m] for m in MODALITIES}, self.encoder.img_size)
 
-    def forward(self, batch: dict[str, Any], ctx) -> dict[str, torch.Tensor]:
-        images = self.inputs(batch)                                                   # on the batch's device
-        b, rank = images["s1"].shape[0], ctx.dist.rank
-        # Masks are drawn for the global batch and each rank keeps its rows (the generator is seeded alike
-        # on all ranks), so N DDP processes mask exactly as one process with the same global batch does.
-        masks = self.sample_masks(b * ctx.dist.world_size, ctx.generator)
-        masks = {m: mask[rank * b:(rank + 1) * b] for m, mask in masks.items()}
+    def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        images = self.inputs(batch)                                   # {m: [B,C_m,S,S]} on the batch's device
+        masks = self.sample_masks(images["s1"].shape[0], ctx)         # {m: bool [B,N]}, drawn per sample from ctx
         losses = self.losses(images, masks)
         return {"loss": sum(losses.values()), **{f"loss_{m}": v.detach() for m, v in losses.items()}}
 
@@ -453,186 +403,26 @@ def _init_weights(module: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------------
-class PairedPatches(Dataset):
-    """S1 + S2 samples at their native size: {"s1": [2,H,W], "s2": [12,H,W], "label"} (float32 images).
-
-    Nothing is resized here: the model resizes whole batches on their device (:func:`resize_to_input`),
-    which keeps the data-loading workers to reading. A batch therefore needs one size per modality, and
-    a sample whose shape differs from the first one this dataset (or worker) returned raises a ValueError
-    naming both, instead of default_collate's stacking error.
-
-    Args:
-        base: a reader returning "s1", "s2" and ``label_key`` (BigEarthNetMM, SEN12MS).
-        s2_bands: indices of the S2 bands to keep (SEN12MS has 13 L1C bands: drop B10 to match
-            BigEarthNet); a cheap copy of 12 of 13 bands, and one band less to transfer to the device.
-        label_key: the base sample's label entry, returned as "label".
-    """
-
-    def __init__(self, base: Dataset, s2_bands: list[int] | None = None, label_key: str = "label"):
-        self.base, self.s2_bands, self.label_key = base, s2_bands, label_key
-        self.shapes: dict[str, tuple[int, ...]] = {}   # {m: (C,H,W)} of the first sample returned
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.base[index]
-        s2 = sample["s2"] if self.s2_bands is None else sample["s2"][self.s2_bands]
-        images = {"s1": sample["s1"].float(), "s2": s2.float()}                      # [2,H,W], [12,H,W]
-        self._check_shapes(index, images)
-        return {**images, "label": sample[self.label_key]}
-
-    def _check_shapes(self, index: int, images: dict[str, torch.Tensor]) -> None:
-        for m, x in images.items():
-            first = self.shapes.setdefault(m, tuple(x.shape))
-            if tuple(x.shape) != first:
-                raise ValueError(f"PairedPatches: sample {index} has {m} of shape {tuple(x.shape)}, earlier samples "
-                                 f"{first}; samples of one dataset must share their size, as the model resizes "
-                                 "whole batches (resize the dataset's files to one size first)")
-
-
-def bigearthnet(cfg, split: str) -> PairedPatches:
-    """BigEarthNet-MM ``split`` at its native size (real data: 120 px; labels: 19-class multi-hot)."""
-    return PairedPatches(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=split))
-
-
-def sen12ms(cfg, split: str) -> PairedPatches:
-    """SEN12MS scene classification ``split`` at its native size (real data: 256 px; label: majority class,
-    -1 if unlabelled; S2 without B10)."""
-    from ..data.bands import S2_L1C_BANDS, S2_L2A_BANDS
-    bands = [S2_L1C_BANDS.index(b) for b in S2_L2A_BANDS]
-    return PairedPatches(chapter_dataset(cfg, "SEN12MS", "SEN12MS", split=split), s2_bands=bands, label_key="label_scene")
-
-
-# --------------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------------
-def build_model(cfg) -> FusMAE:
-    """A randomly initialised :class:`FusMAE` shaped by a :class:`~eobook.config.FusMAEConfig`."""
+def build_model(cfg: FusMAEConfig) -> FusMAE:
+    """A randomly initialised :class:`FusMAE` shaped by a :class:`FusMAEConfig`."""
     return FusMAE(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
                   num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, decoder_dim=cfg.decoder_dim,
                   decoder_depth=cfg.decoder_depth, decoder_heads=cfg.decoder_heads, variant=cfg.variant,
                   masking=cfg.masking, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)
 
 
-def random_encoder(cfg, seed: int) -> FusMAEEncoder:
-    """The encoder of a randomly initialised :class:`FusMAE`, seeded (the "random init" baseline)."""
-    torch.manual_seed(seed)
-    return build_model(cfg).encoder
-
-
-def random_init_scores(score: Callable[[FusMAEEncoder], dict[str, float]], cfg
-                       ) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """The "random init" row: ``score`` of ``cfg.random_init_seeds`` random encoders (seeds ``cfg.seed``,
-    ``cfg.seed + 1``, ...). Returns the per-column mean and each seed's scores, because on a few hundred
-    patches one random encoder's probe moves by one to several points from seed to seed."""
-    per_seed = [score(random_encoder(cfg, cfg.seed + i)) for i in range(cfg.random_init_seeds)]
-    return average_scores(per_seed), per_seed
-
-
-def model_meta(cfg) -> dict[str, Any]:
+def model_meta(cfg: FusMAEConfig) -> dict[str, Any]:
     """Shape fields that identify a checkpoint (one of another size or variant is refused)."""
     names = ("variant", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "decoder_dim", "decoder_depth")
     return {"arch": "fus_mae", **{n: getattr(cfg, n) for n in names}}
 
 
-def build_pretraining(cfg):
-    """(module, dataset, collate_fn, meta) for :func:`eobook.train.pretrain`: BigEarthNet-MM train split,
-    native size (the module's ``forward`` resizes each batch)."""
-    return build_model(cfg), bigearthnet(cfg, "train"), None, model_meta(cfg)
-
-
-# --------------------------------------------------------------------------------------------------
-# Evaluation (Sec. 4)
-# --------------------------------------------------------------------------------------------------
-def feature_extractor(encoder: FusMAEEncoder, modalities: tuple[str, ...]) -> Callable[[dict], torch.Tensor]:
-    """``batch -> [B,D]`` features of ``encoder`` from the given modalities (for ``extract_features``); the
-    batch arrives at native size on the device and ``FusMAEEncoder.features`` resizes it there."""
-    def encode(batch: dict) -> torch.Tensor:
-        encoder.eval()
-        return encoder.features({m: batch[m] for m in modalities})
-    return encode
-
-
-class FusMAEClassifier(nn.Module):
-    """A linear head on the mean-pooled encoder tokens, for end-to-end fine-tuning (Table 1, 100%); takes
-    native-size batches (``FusMAEEncoder.features`` resizes them)."""
-
-    def __init__(self, encoder: FusMAEEncoder, num_classes: int, modalities: tuple[str, ...]):
-        super().__init__()
-        self.encoder, self.modalities = copy.deepcopy(encoder), modalities
-        self.head = nn.Linear(encoder.embed_dim, num_classes)
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.head(self.encoder.features({m: batch[m] for m in self.modalities}))
-
-
-def fine_tune_multilabel(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg, inputs: str,
-                         device: torch.device | str = "cpu") -> tuple[dict[str, float], list[float]]:
-    """Table 1, 100% labels: linear head + encoder fine-tuned with MultiLabelSoftMarginLoss and AdamW.
-
-    Returns (test metrics with ``mAP_macro``, per-epoch training losses); ``encoder`` is left untouched.
-    """
-    model = FusMAEClassifier(encoder, num_classes=19, modalities=INPUTS[inputs])
-    ft = FineTuneConfig(task="multilabel", epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
-                        optimizer="adamw", lr=cfg.finetune_lr, weight_decay=cfg.finetune_weight_decay, seed=cfg.seed)
-    return fine_tune(model, train_set, test_set, lambda mdl, batch: mdl(batch), ft, 19, device=device)
-
-
-def linear_probe_multilabel(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg, inputs: str,
-                            device: torch.device | str = "cpu") -> dict[str, float]:
-    """Table 1, 1% labels: frozen encoder, linear head, 20 epochs, batch 128, AdamW."""
-    train_part = subset(train_set, label_fraction_subset(len(train_set), cfg.probe_label_fraction, cfg.seed,
-                                                         minimum=cfg.probe_min_samples))
-    encode = feature_extractor(encoder, INPUTS[inputs])
-    train_x, train_y = extract_features(encode, train_part, device=device)
-    test_x, test_y = extract_features(encode, test_set, device=device)
-    probe = ProbeConfig(task="multilabel", epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size,
-                        optimizer="adamw", lr=cfg.probe_lr, seed=cfg.seed)
-    return linear_probe(train_x, train_y, test_x, test_y, probe, num_classes=19)
-
-
-def linear_probe_sen12ms(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg, inputs: str = "S2",
-                         device: torch.device | str = "cpu") -> dict[str, float]:
-    """Table 2: linear evaluation on SEN12MS scenes with label smoothing (timm's
-    LabelSmoothingCrossEntropy equals torch's cross-entropy with ``label_smoothing``), 10 epochs, batch 256."""
-    from ..data.bands import DFC_CLASSES
-    encode = feature_extractor(encoder, INPUTS[inputs])
-    (train_x, train_y), (test_x, test_y) = (_labelled(*extract_features(encode, data, device=device))
-                                            for data in (train_set, test_set))
-    probe = ProbeConfig(task="multiclass", epochs=cfg.transfer_epochs, batch_size=cfg.transfer_batch_size,
-                        optimizer="adamw", lr=cfg.transfer_lr, label_smoothing=cfg.label_smoothing, seed=cfg.seed)
-    return linear_probe(train_x, train_y, test_x, test_y, probe, num_classes=len(DFC_CLASSES))
-
-
-def _labelled(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the rows whose scene label is -1 (patches without any labelled pixel)."""
-    keep = labels >= 0
-    return features[keep], labels[keep]
-
-
-def table1_scores(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg,
-                  device: torch.device | str = "cpu") -> dict[str, float]:
-    """Table 1's cells for one encoder: {"100% S1": mAP, ..., "1% S1+S2": mAP} (macro mAP, %)."""
-    scores = {}
-    for inputs in INPUTS:
-        metrics, _ = fine_tune_multilabel(encoder, train_set, test_set, cfg, inputs, device)
-        scores[f"100% {inputs}"] = metrics["mAP_macro"]
-    for inputs in INPUTS:
-        scores[f"1% {inputs}"] = linear_probe_multilabel(encoder, train_set, test_set, cfg, inputs, device)["mAP_macro"]
-    return scores
-
-
-def stack_samples(dataset: Dataset, count: int) -> dict[str, torch.Tensor]:
-    """The first ``count`` samples of ``dataset`` as a native-size batch {"s1": [B,2,H,W], "s2": [B,12,H,W]}
-    (figures; :func:`resize_to_input` gives the model's view)."""
-    samples = [dataset[i] for i in range(min(count, len(dataset)))]
-    return {m: torch.stack([s[m] for s in samples]) for m in MODALITIES}
-
-
-def colocated_attention(maps: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Share of each query's cross-attention on the patch at the same location, in % ({direction: value});
-    uniform attention would give 100 / N."""
-    return {k: 100 * float(w.diagonal(dim1=-2, dim2=-1).mean()) for k, w in maps.items()}
+def parameter_counts(model: FusMAE) -> dict[str, int]:
+    """Parameters of each part of the model (Fig. 1): patch projections, XAttnEncoder, transformer blocks,
+    XAttnDecoders and the decoders D_i (the XAD variant has no XAttnEncoder: 0)."""
+    parts = {"patch projections": model.encoder.patch_embed, "XAttnEncoder": model.encoder.xattn,
+             "transformer blocks": model.encoder.blocks, "XAttnDecoders": model.xattn_decoder,
+             "decoders D_i": model.decoders}
+    return {name: sum(p.numel() for p in part.parameters()) if part is not None else 0 for name, part in parts.items()}

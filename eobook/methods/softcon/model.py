@@ -1,10 +1,6 @@
-"""SoftCon: multi-label guided soft contrastive learning with continual pretraining.
+"""SoftCon's labels, losses, backbones, continual-pretraining initialisation and pretraining module.
 
-Wang, Y., Albrecht, C. M., Zhu, X. X. (2024). Multi-label guided soft contrastive learning for efficient
-Earth observation pretraining. arXiv:2405.20462 (IEEE TGRS). Authors' repo: zhu-xlab/softcon.
-
-The paper's text beyond its abstract and Fig. 4 is not part of this book; the public facts are in
-``shared/papers/NOTES.md``. What the authors did not publish is chosen here, stated, and tested:
+What the authors did not publish is chosen here, stated, and tested (see :mod:`.config` for the values):
 
 * **Label similarity** (Fig. 3c): cosine similarity of two multi-label vectors, in [0, 1]; for one-hot
   labels it is 1 for the same class and 0 otherwise, so SoftCon covers SupCon (Fig. 3b).
@@ -12,8 +8,8 @@ The paper's text beyond its abstract and Fig. 4 is not part of this book; the pu
   by a temperature tau, is trained toward the label-similarity matrix with a multi-positive soft
   cross-entropy whose targets are the label similarities normalised per row.
 * **Total loss** (Fig. 4): ``lambda * InfoNCE + (1 - lambda) * soft``; both are cross-entropies over the
-  same logits, so the sum equals one soft cross-entropy toward ``lambda * I + (1 - lambda) * P``.
-  Default lambda = 0.5 (equal weight; the chapter ablates it).
+  same logits, so the sum equals one soft cross-entropy toward ``lambda * I + (1 - lambda) * P``
+  (:func:`mixed_target`). Default lambda = 0.5 (equal weight; the chapter ablates it).
 * **Framework** (Fig. 4): MoCo v3 (Chen et al., 2021): base encoder + projector + predictor, a momentum
   encoder + projector updated by EMA, symmetric loss over the two views, keys gathered over DDP ranks.
 * **Siamese masking** (ViT only): a random ``mask_ratio`` of the trainable branch's patches is dropped
@@ -25,36 +21,27 @@ The paper's text beyond its abstract and Fig. 4 is not part of this book; the pu
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import chapter_dataset
-from ..nn import create_vit, encode_visible, last_blocks_cls, random_keep_indices
-from ..train import StepContext, ema_update
+from ... import augment
+from ...evaluate import seeded
+from ...masking import random_keep_indices
+from ...nn import create_vit, encode_visible, last_blocks_cls
+from ...rng import GeneratorRandom, Random, as_random
+from ...train import StepContext, ema_momentum, ema_update
+from .config import ARCHS, SoftConConfig
 
-#: Architectures: "vit" is a custom-size ViT (tiny CPU profiles); the others are timm names.
-ARCHS = ("vit", "vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "resnet50")
 #: Input channels per pretraining modality: 13-band S2 L1C or 2-band S1 (VV, VH).
 MODALITY_CHANNELS = {"s2c": 13, "s1": 2}
-#: The authors' README: (BigEarthNet-10% linear mAP, EuroSAT linear accuracy) in percent per
-#: (arch, modality); ViT-B/14 uses a linear head on the last 4 blocks.
-PAPER_RESULTS = {
-    ("resnet50", "s2c"): (84.8, 98.6), ("resnet50", "s1"): (78.9, 87.1),
-    ("vit_small_patch14_dinov2", "s2c"): (85.0, 97.1), ("vit_small_patch14_dinov2", "s1"): (80.3, 87.1),
-    ("vit_base_patch14_dinov2", "s2c"): (86.8, 98.0), ("vit_base_patch14_dinov2", "s1"): (82.5, 89.1),
-}
-#: Index of the cirrus band B10 in the 13-band L1C order (absent from BigEarthNet's 12 L2A bands).
-B10_INDEX = 10
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +196,22 @@ def softcon_loss(z1: torch.Tensor, z2: torch.Tensor, y1: torch.Tensor, y2: torch
     return {"loss": lam * nce + (1.0 - lam) * soft, "nce": nce, "soft": soft}
 
 
+def mixed_target(label_sim: torch.Tensor, lam: float) -> torch.Tensor:
+    """The one soft target of the lambda mixture: ``lambda I + (1 - lambda) P`` [N, N], where ``P`` is the
+    label similarity ``label_sim`` [N, N] normalised per row (a row without a label keeps ``lambda I``).
+
+    When anchors and keys are the same N labelled scenes, ``soft_target_cross_entropy(logits,
+    mixed_target(s, lam))`` equals ``softcon_loss(...)["loss"]``: InfoNCE and the soft term are
+    cross-entropies over the same logits, so their weighted sum is one cross-entropy.
+    """
+    if label_sim.ndim != 2 or label_sim.shape[0] != label_sim.shape[1]:
+        raise ValueError(f"label_sim: expected a square matrix [N, N], got {tuple(label_sim.shape)}")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam: expected lambda in [0, 1], got {lam}")
+    p = label_sim / label_sim.sum(1, keepdim=True).clamp_min(1e-12)          # [N, N] rows sum to 1 (or 0)
+    return lam * torch.eye(len(label_sim), dtype=p.dtype, device=p.device) + (1.0 - lam) * p
+
+
 def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All rows of ``x`` from every DDP rank (the local part keeps its gradient) and this rank's offset.
 
@@ -221,45 +224,6 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     torch.distributed.all_gather(parts, x.contiguous())
     parts[rank] = x
     return torch.cat(parts), rank * len(x)
-
-
-# --------------------------------------------------------------------------------------------------
-# Augmentations (batched, drawn from the step's generator)
-# --------------------------------------------------------------------------------------------------
-def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """Per-sample random resized crop with random horizontal/vertical flips, as one ``grid_sample``.
-
-    Args:
-        x: [B, C, H, W]; size: output side; scale: area fraction range of the crop.
-    Returns:
-        [B, C, size, size] (bilinear).
-    """
-    b = x.shape[0]
-    u = torch.rand(b, 6, generator=generator)
-    area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
-    w = (area * log_r.exp()).sqrt().clamp(max=1.0)                  # crop width / image width
-    h = (area / log_r.exp()).sqrt().clamp(max=1.0)
-    cx, cy = (2 * u[:, 2] - 1) * (1 - w), (2 * u[:, 3] - 1) * (1 - h)  # centres in [-1, 1] coords
-    flip_x, flip_y = 1 - 2 * (u[:, 4] < 0.5).float(), 1 - 2 * (u[:, 5] < 0.5).float()
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = w * flip_x, cx
-    theta[:, 1, 1], theta[:, 1, 2] = h * flip_y, cy
-    grid = F.affine_grid(theta.to(x), [b, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def spectral_jitter(x: torch.Tensor, strength: float, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample brightness and contrast jitter of all bands together, applied with probability ``p``
-    (the ColorJitter(0.4, 0.4, p=0.8) of SSL4EO-S12's MoCo, without the RGB-only hue/saturation)."""
-    b = x.shape[0]
-    u = torch.rand(b, 3, generator=generator).to(x)
-    on = (u[:, 0] < p).float()
-    brightness = 1 + on * strength * (2 * u[:, 1] - 1)
-    contrast = 1 + on * strength * (2 * u[:, 2] - 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * contrast[:, None, None, None] + mean) * brightness[:, None, None, None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,6 +354,31 @@ def load_foundation_weights(backbone: Backbone, source: str) -> dict[str, list[s
     return {"adapted": adapted, "skipped": skipped}
 
 
+def grey_scene_check(cfg: SoftConConfig, seed: int = 0) -> tuple[dict[str, list[str]], float]:
+    """The continual-pretraining path without a download: an RGB model of ``cfg.arch`` with random weights
+    (seeded) is saved as a state-dict file and loaded into a ``cfg.modality`` backbone with
+    :func:`load_foundation_weights`.
+
+    Returns:
+        the load report (``adapted`` and ``skipped`` keys) and the largest feature difference between the
+        EO model and the RGB model on two grey scenes (all bands equal), which :func:`adapt_patch_embed`
+        makes zero up to rounding.
+    """
+    def build(in_chans: int) -> Backbone:
+        return Backbone(cfg.arch, in_chans, cfg.img_size, cfg.patch_size, cfg.vit_dim, cfg.vit_depth, cfg.vit_heads)
+
+    rgb = seeded(lambda: build(3), seed).eval()
+    eo = build(MODALITY_CHANNELS[cfg.modality]).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rgb_foundation_model.pth"
+        torch.save(rgb.net.state_dict(), path)
+        report = load_foundation_weights(eo, str(path))
+    grey = GeneratorRandom(seed).rand(2, 1, cfg.img_size, cfg.img_size)     # [2, 1, S, S]
+    with torch.no_grad():
+        gap = (eo(grey.expand(-1, eo.in_chans, -1, -1)) - rgb(grey.expand(-1, 3, -1, -1))).abs().max()
+    return report, float(gap)
+
+
 # --------------------------------------------------------------------------------------------------
 # The SoftCon framework (Fig. 4)
 # --------------------------------------------------------------------------------------------------
@@ -416,6 +405,9 @@ class Branch(nn.Module):
 
 class SoftCon(nn.Module):
     """SoftCon pretraining module (Fig. 4): ``forward(batch, ctx) -> {"loss", "nce", "soft", "m"}``.
+
+    Everything random in a step (crops, flips, jitter, the Siamese mask) is drawn per sample from the
+    step context (:mod:`eobook.rng`), so a resumed or DDP run draws what one uninterrupted process draws.
 
     Args:
         encoder: the base encoder (already initialised from foundation weights where asked); the momentum
@@ -445,51 +437,57 @@ class SoftCon(nn.Module):
     def encoder(self) -> Backbone:
         return self.base.encoder
 
-    def momentum_at(self, progress: float) -> float:
+    def momentum_at(self, ctx: StepContext) -> float:
         """m rises from ``momentum`` to 1 on a half cosine over training (MoCo v3, BYOL)."""
-        return 1.0 - (1.0 - self.momentum) * (math.cos(math.pi * progress) + 1) / 2
+        return ema_momentum(self.momentum, ctx.step, ctx.total_steps)
 
-    def views(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two augmented views [B, C, S, S] of the same scenes."""
-        return tuple(spectral_jitter(random_resized_crop(x, self.img_size, self.crop_scale, generator),
-                                     self.jitter, 0.8, generator) for _ in range(2))
+    def views(self, x: torch.Tensor, rng: Random | torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two augmented views [B, C, S, S] of the same scenes: a random resized crop with horizontal and
+        vertical flips (bilinear), then brightness and contrast jitter of all bands together (p 0.8; the
+        ColorJitter(0.4, 0.4) of SSL4EO-S12's MoCo without the RGB-only hue and saturation)."""
+        rng = as_random(rng)
+        return tuple(augment.brightness_contrast(
+            augment.random_resized_crop(x, self.img_size, self.crop_scale, rng, hflip_p=0.5, vflip_p=0.5,
+                                        mode="bilinear"),
+            self.jitter, 0.8, rng, per_channel=False, clamp=False) for _ in range(2))
 
-    def keep_indices(self, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor | None:
+    def keep_indices(self, batch_size: int, rng: Random | torch.Generator | None,
+                     device: torch.device | str = "cpu") -> torch.Tensor | None:
         """Visible patches of the trainable branch [B, K] (Siamese masking), or None (no masking)."""
         if not self.mask_ratio:
             return None
         n = self.encoder.num_patches
-        return random_keep_indices(batch_size, n, max(1, round(n * (1 - self.mask_ratio))), generator, device)
+        return random_keep_indices(batch_size, n, max(1, round(n * (1 - self.mask_ratio))), as_random(rng), device)
 
     def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         x, y = batch[self.input_key], batch["multilabel"].float()           # [B, C, H, W], [B, 9]
         if x.ndim != 4:
             raise ValueError(f"batch[{self.input_key!r}]: expected [B, C, H, W] (one season), got {tuple(x.shape)}")
-        v1, v2 = self.views(x, ctx.generator)
-        q1, q2 = (self.predictor(self.base(v, self.keep_indices(len(x), ctx.generator, x.device))) for v in (v1, v2))
+        v1, v2 = self.views(x, ctx)                                          # [B, C, S, S] each
+        q1, q2 = (self.predictor(self.base(v, self.keep_indices(len(x), ctx, x.device))) for v in (v1, v2))
         with torch.no_grad():
             k1, k2 = self.momentum_branch(v1), self.momentum_branch(v2)      # [B, proj_dim] whole views
-        y_all, offset = gather_with_grad(y)
+        y_all, offset = gather_with_grad(y)                                  # [B_global, 9]
         out12 = softcon_loss(q1, gather_with_grad(k2)[0], y, y_all, self.temperature, self.lam, offset, allow_empty=True)
         out21 = softcon_loss(q2, gather_with_grad(k1)[0], y, y_all, self.temperature, self.lam, offset, allow_empty=True)
         out = {k: (out12[k] + out21[k]) / 2 for k in out12}                 # symmetric loss
-        return {**out, "m": torch.tensor(self.momentum_at(ctx.progress))}
+        return {**out, "m": torch.tensor(self.momentum_at(ctx))}
 
     def on_step_end(self, ctx: StepContext) -> None:
         """EMA of the momentum branch: theta_m <- m theta_m + (1 - m) theta_base (Fig. 4)."""
-        ema_update(self.momentum_branch, self.base, self.momentum_at(ctx.progress))
+        ema_update(self.momentum_branch, self.base, self.momentum_at(ctx))
 
     @torch.no_grad()
-    def similarity_matrices(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    def similarity_matrices(self, x: torch.Tensor, y: torch.Tensor, rng: Random | torch.Generator | int | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """For one batch, in its order: the label similarity [N, N] (the soft targets) and the cosine
         similarity [N, N] of predictor outputs of view 1 against momentum keys of view 2, the matrix the
         loss trains (Fig. 4). Runs in training mode (batch statistics, as in training); BN statistics
         are restored afterwards."""
-        state, was_training = copy.deepcopy(self.state_dict()), self.training
+        state, was_training, rng = copy.deepcopy(self.state_dict()), self.training, as_random(rng)
         self.train()
-        v1, v2 = self.views(x, generator)
-        q = self.predictor(self.base(v1, self.keep_indices(len(x), generator, x.device)))
+        v1, v2 = self.views(x, rng)
+        q = self.predictor(self.base(v1, self.keep_indices(len(x), rng, x.device)))
         k = self.momentum_branch(v2)
         self.load_state_dict(state)
         self.train(was_training)
@@ -497,9 +495,9 @@ class SoftCon(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Building blocks for pretraining and evaluation
+# From a profile: the backbone, the pretraining module, the checkpoint identity
 # --------------------------------------------------------------------------------------------------
-def create_backbone(cfg: Any) -> Backbone:
+def create_backbone(cfg: SoftConConfig) -> Backbone:
     """The backbone of a SoftCon profile, initialised from ``cfg.weights`` when given."""
     backbone = Backbone(cfg.arch, MODALITY_CHANNELS[cfg.modality], cfg.img_size, cfg.patch_size, cfg.vit_dim,
                         cfg.vit_depth, cfg.vit_heads)
@@ -508,106 +506,15 @@ def create_backbone(cfg: Any) -> Backbone:
     return backbone
 
 
-def build_pretraining(cfg: Any) -> tuple[SoftCon, Any, None, dict[str, Any]]:
-    """SoftCon on SSL4EO-S12-ML: one random season per location, its S2 L1C (or S1) image and multi-label."""
-    dataset = chapter_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=(cfg.modality,), seasons="random",
-                           multilabels=True, seed=cfg.seed)
-    backbone = create_backbone(cfg)
-    module = SoftCon(backbone, input_key="s1" if cfg.modality == "s1" else "s2", proj_hidden=cfg.proj_hidden,
-                     proj_dim=cfg.proj_dim, pred_hidden=cfg.pred_hidden, temperature=cfg.temperature, lam=cfg.lam,
-                     momentum=cfg.momentum_start, mask_ratio=cfg.mask_ratio, img_size=cfg.img_size,
-                     crop_scale=cfg.crop_scale, jitter=cfg.jitter)
-    meta = {"arch": cfg.arch, "in_chans": backbone.in_chans, "embed_dim": backbone.embed_dim,
+def pretraining_module(cfg: SoftConConfig) -> SoftCon:
+    """The two branches of a profile (both from :func:`create_backbone`) with its heads, loss and views."""
+    return SoftCon(create_backbone(cfg), input_key="s1" if cfg.modality == "s1" else "s2",
+                   proj_hidden=cfg.proj_hidden, proj_dim=cfg.proj_dim, pred_hidden=cfg.pred_hidden,
+                   temperature=cfg.temperature, lam=cfg.lam, momentum=cfg.momentum_start, mask_ratio=cfg.mask_ratio,
+                   img_size=cfg.img_size, crop_scale=cfg.crop_scale, jitter=cfg.jitter)
+
+
+def model_meta(cfg: SoftConConfig, encoder: Backbone) -> dict[str, Any]:
+    """Model-shape fields that a checkpoint must share with this run."""
+    return {"arch": cfg.arch, "in_chans": encoder.in_chans, "embed_dim": encoder.embed_dim,
             "img_size": cfg.img_size, "proj_dim": cfg.proj_dim, "proj_hidden": cfg.proj_hidden}
-    return module, dataset, None, meta
-
-
-def model_input(batch: dict[str, Any], modality: str) -> torch.Tensor:
-    """The pretraining modality's image from a downstream batch: S1 (VV, VH) as is; S2 with 13 L1C bands,
-    inserting B10 at the normalised mean 0.5 where a dataset has only the 12 L2A bands (BigEarthNet)."""
-    if modality == "s1":
-        return batch["s1"]
-    x = batch["s2"]
-    if x.shape[1] == 12:
-        fill = torch.full_like(x[:, :1], 0.5)
-        x = torch.cat([x[:, :B10_INDEX], fill, x[:, B10_INDEX:]], dim=1)
-    if x.shape[1] != 13:
-        raise ValueError(f"batch['s2']: expected 12 or 13 bands, got {x.shape[1]}")
-    return x
-
-
-def feature_fn(backbone: Backbone, modality: str, last_blocks: int = 1):
-    """An ``extract_features`` encoder: batch dict -> [B, D] frozen features."""
-    def encode(batch: dict[str, Any]) -> torch.Tensor:
-        backbone.eval()
-        return backbone.features(model_input(batch, modality), last_blocks)
-    return encode
-
-
-def bigearthnet_splits(cfg: Any) -> tuple[Any, Any]:
-    """BigEarthNet-MM train (``cfg.probe_fraction`` of it, drawn without replacement) and test."""
-    from ..evaluate import label_fraction_subset, subset
-
-    train = chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="train")
-    test = chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="test")
-    return subset(train, label_fraction_subset(len(train), cfg.probe_fraction, cfg.seed)), test
-
-
-def linear_probe_benchmarks(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
-    """The paper's linear probing: BigEarthNet (``cfg.probe_fraction`` of train, macro mAP) and, for MS,
-    EuroSAT (overall accuracy). Keys ``ben_mAP``, ``eurosat_OA`` (percent)."""
-    from ..data import EUROSAT_CLASSES
-    from ..evaluate import ProbeConfig, extract_features, linear_probe
-
-    encode = feature_fn(backbone, cfg.modality, cfg.probe_blocks)
-    probe = ProbeConfig(task="multilabel", epochs=cfg.probe_epochs, lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
-                        seed=cfg.seed)
-    (train_x, train_y), (test_x, test_y) = (extract_features(encode, d, device=device) for d in bigearthnet_splits(cfg))
-    results = {"ben_mAP": linear_probe(train_x, train_y, test_x, test_y, probe)["mAP_macro"]}
-    if cfg.modality == "s2c":
-        splits = (chapter_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in ("train", "test"))
-        (train_x, train_y), (test_x, test_y) = (extract_features(encode, d, device=device) for d in splits)
-        probe = dataclasses.replace(probe, task="multiclass")
-        results["eurosat_OA"] = linear_probe(train_x, train_y.reshape(-1), test_x, test_y.reshape(-1), probe,
-                                             num_classes=len(EUROSAT_CLASSES))["OA"]
-    return results
-
-
-def fine_tune_bigearthnet(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
-    """End-to-end fine-tuning of a copy of ``backbone`` + a linear head on the BigEarthNet label fraction;
-    key ``ben_ft_mAP`` (percent)."""
-    from ..evaluate import FineTuneConfig, fine_tune
-
-    model = nn.ModuleDict({"backbone": copy.deepcopy(backbone), "head": nn.Linear(backbone.embed_dim, 19)})
-
-    def forward(model: nn.ModuleDict, batch: dict[str, Any]) -> torch.Tensor:
-        return model["head"](model["backbone"].features(model_input(batch, cfg.modality)))
-
-    train, test = bigearthnet_splits(cfg)
-    ft = FineTuneConfig(task="multilabel", epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
-                        lr=cfg.finetune_lr, seed=cfg.seed)
-    metrics, _ = fine_tune(model, train, test, forward, ft, num_classes=19, device=device)
-    return {"ben_ft_mAP": metrics["mAP_macro"]}
-
-
-def evaluate_backbone(backbone: Backbone, cfg: Any, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Linear probing (BigEarthNet, EuroSAT) and, when ``cfg.finetune_epochs`` > 0, fine-tuning."""
-    results = linear_probe_benchmarks(backbone, cfg, device)
-    if cfg.finetune_epochs:
-        results.update(fine_tune_bigearthnet(backbone, cfg, device))
-    return results
-
-
-def lambda_ablation(cfg: Any, out_dir: str | os.PathLike | None, device: str | torch.device = "cpu"
-                    ) -> dict[float, dict[str, float]]:
-    """Pretrain once per lambda in ``cfg.ablation_lambdas`` (everything else equal) and evaluate each;
-    runs go to ``<out_dir>/ablation-lam<lambda>`` (resumable like the main run)."""
-    from ..train import pretrain
-
-    results = {}
-    for lam in cfg.ablation_lambdas:
-        run_cfg = dataclasses.replace(cfg, lam=lam)
-        folder = Path(out_dir) / f"ablation-lam{lam:g}" if out_dir is not None else None
-        module, _ = pretrain("softcon", run_cfg, folder, log=lambda _: None)
-        results[lam] = evaluate_backbone(module.encoder, run_cfg, device)
-    return results

@@ -1,7 +1,4 @@
-"""CromSS: cross-modal sample selection for pretraining segmentation encoders with noisy labels.
-
-Liu, C., Albrecht, C. M., Wang, Y., Zhu, X. X. (2025). CromSS: Cross-modal pretraining with noisy labels
-for remote sensing image segmentation. IEEE TGRS 63, doi:10.1109/TGRS.2025.3552642.
+"""CromSS's sample selection, label smoothing, losses, U-Nets and the pretraining module.
 
 Two U-Nets (Sentinel-1: 2 channels, Sentinel-2: 13 or 9) are trained on Dynamic World's noisy land-cover
 masks (about 70% correct). Each branch gets a weighted segmentation loss (eq. 6: cross-entropy + Dice
@@ -10,29 +7,26 @@ branch's detached prediction (eq. 7); the total is eq. 1. The weights are the sa
 (Sec. III-B): per-pixel confidences (eq. 8, 9), enhanced across modalities (eq. 10) and thresholded
 (eq. 11 per class, eq. 12). ``fusion="middle"`` shares one decoder and head between the two encoders,
 ``"late"`` keeps two U-Nets, ``"single"`` is the single-modal baseline (segmentation loss only).
-The pretrained ResNet encoders are then transferred to segmentation networks (PSPNet, DeepLabV3+, FPN).
 
 Shapes: probabilities ``[B, C, H, W]`` (softmax over C classes), labels ``int [B, H, W]`` with negative
-values marking unlabelled pixels (Dynamic World no-data, ``IGNORE_INDEX``).
+values marking unlabelled pixels (Dynamic World no-data, ``IGNORE_INDEX``). Everything random inside a
+training step (the season, the crop, the flip and the rotation) is drawn per sample from the step's
+:class:`eobook.rng.Random` source.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.bands import CROMSS_S2_BANDS, DW_CLASSES, IGNORE_INDEX, S2_L1C_BANDS
-from ..evaluate import FineTuneConfig, fine_tune
-from ..runtime import choose_device
-from ..train import StepContext, rampup
-
-__all__ = ["CromSS", "build_pretraining", "create_unet", "cross_modal_enhance", "entity_confidence",
-           "entity_selection_mask", "label_confidence", "label_selection_mask", "rampup", "selection_schedule",
-           "spatial_temporal_smoothing", "weighted_consistency_loss", "weighted_segmentation_loss",
-           "random_crop_flip_rotate", "build_segmentation_model", "transfer_to_segmentation"]
+from ... import augment
+from ...data.bands import CROMSS_S2_BANDS, DW_CLASSES, S2_L1C_BANDS
+from ...rng import Random, as_random
+from ...runtime import choose_device
+from ...train import StepContext, rampup
+from .config import CromSSConfig
 
 NUM_CLASSES = len(DW_CLASSES)
 FUSIONS = ("middle", "late", "single")
@@ -120,29 +114,32 @@ def entity_selection_mask(conf: torch.Tensor, gamma: float) -> torch.Tensor:
     return (1.0 - gamma) + gamma * conf
 
 
+Masks = dict[str, torch.Tensor]  #: {modality: [B, H, W]}
+
+
+def selection_masks_of(probs: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float, gamma: float,
+                       num_classes: int, enhance: bool = True) -> tuple[Masks, Masks]:
+    """W_l and W_e of both modalities from their softmax outputs {"s1", "s2": [B, C, H, W]} (Fig. 5):
+    confidences (eq. 8, 9), cross-modal enhancement (eq. 10; ``enhance=False``: each modality's own F),
+    thresholds (eq. 11, 12). Returns ({m: W_l [B, H, W]}, {m: W_e [B, H, W]})."""
+    f_l = {m: label_confidence(p, labels) for m, p in probs.items()}  # eq. 8
+    f_e = {m: entity_confidence(p) for m, p in probs.items()}  # eq. 9
+    other = {"s1": "s2", "s2": "s1"}
+    if enhance:  # eq. 10
+        f_l = {m: cross_modal_enhance(f_l[m], f_l[other[m]]) for m in f_l}
+        f_e = {m: cross_modal_enhance(f_e[m], f_e[other[m]]) for m in f_e}
+    w_l = {m: label_selection_mask(f, labels, alpha, num_classes) for m, f in f_l.items()}  # eq. 11
+    w_e = {m: entity_selection_mask(f, gamma) for m, f in f_e.items()}  # eq. 12
+    return w_l, w_e
+
+
 # --------------------------------------------------------------------------------------------------
 # Spatial-temporal label smoothing (Sec. III-C)
 # --------------------------------------------------------------------------------------------------
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Normalised 1-D Gaussian taps, radius round(truncate * sigma) (sigma = 3 -> 25 taps)."""
-    if sigma < 0:
-        raise ValueError(f"sigma: expected a value >= 0, got {sigma}")
-    radius = int(truncate * sigma + 0.5)
-    if radius == 0:
-        return torch.ones(1)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (g / g.sum()).float()
-
-
 def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian filter of every channel of [B, C, H, W] (zero padding, truncated at 4 sigma)."""
-    k = gaussian_kernel1d(sigma).to(maps)
-    b, c, h, w = maps.shape
-    x = maps.reshape(b * c, 1, h, w)
-    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, len(k) // 2))
-    x = F.conv2d(x, k.view(1, 1, -1, 1), padding=(len(k) // 2, 0))
-    return x.reshape(b, c, h, w)
+    """G * maps for every channel of [B, C, H, W]: a Gaussian of ``sigma`` px truncated at 4 sigma (sigma = 3:
+    25 taps), zero padding (outside the tile there is no label)."""
+    return augment.gaussian_blur(maps, sigma, radius=int(4 * sigma + 0.5), padding="zeros")
 
 
 def spatial_temporal_smoothing(season_labels: torch.Tensor, season: int | torch.Tensor, num_classes: int,
@@ -164,7 +161,8 @@ def spatial_temporal_smoothing(season_labels: torch.Tensor, season: int | torch.
         raise ValueError(f"beta, mu: expected beta, mu >= 0 and beta + mu <= 1, got beta={beta}, mu={mu}")
     batched = season_labels.ndim == 4
     if season_labels.ndim not in (3, 4):
-        raise ValueError(f"season_labels: expected int [T, H, W] or [B, T, H, W], got shape {tuple(season_labels.shape)}")
+        raise ValueError(f"season_labels: expected int [T, H, W] or [B, T, H, W], "
+                         f"got shape {tuple(season_labels.shape)}")
     y = season_labels if batched else season_labels.unsqueeze(0)
     b, t = y.shape[:2]
     season = torch.as_tensor(season, device=y.device).reshape(-1).expand(b)
@@ -226,30 +224,7 @@ def weighted_consistency_loss(log_p: torch.Tensor, log_q: torch.Tensor, weights:
 
 
 # --------------------------------------------------------------------------------------------------
-# Augmentation (Sec. IV-A): random crop, flip p = 0.5, rotation by 90/180/270 degrees p = 0.2
-# --------------------------------------------------------------------------------------------------
-def random_crop_flip_rotate(x: torch.Tensor, size: int, flip_prob: float, rotate_prob: float,
-                            generator: torch.Generator) -> torch.Tensor:
-    """The same random geometry for all channels of each sample of [B, C, H, W], drawn per sample."""
-    b, _, h, w = x.shape
-    if size > min(h, w):
-        raise ValueError(f"crop size {size} is larger than the images ({h}x{w})")
-    top = torch.randint(0, h - size + 1, (b,), generator=generator).to(x.device)
-    left = torch.randint(0, w - size + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < flip_prob).to(x.device).view(b, 1, 1, 1)
-    quarter_turns = torch.randint(1, 4, (b,), generator=generator)
-    quarter_turns = torch.where(torch.rand(b, generator=generator) < rotate_prob, quarter_turns, 0).to(x.device)
-    offsets = torch.arange(size, device=x.device)
-    rows, cols = (top[:, None] + offsets)[:, :, None], (left[:, None] + offsets)[:, None, :]
-    x = x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [B, C, s, s]
-    x = torch.where(flip, x.flip(-1), x)
-    for k in (1, 2, 3):  # over the three angles, not over samples
-        x = torch.where((quarter_turns == k).view(b, 1, 1, 1), torch.rot90(x, k, (-2, -1)), x)
-    return x.contiguous()
-
-
-# --------------------------------------------------------------------------------------------------
-# Model (Sec. III-A, Fig. 4)
+# Networks (Sec. III-A, Fig. 4)
 # --------------------------------------------------------------------------------------------------
 def create_unet(in_channels: int, num_classes: int = NUM_CLASSES, encoder: str = "resnet50", encoder_depth: int = 5,
                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)) -> nn.Module:
@@ -273,6 +248,9 @@ def drop_unused_stages(encoder: nn.Module, depth: int) -> None:
             delattr(encoder, f"layer{k}")
 
 
+# --------------------------------------------------------------------------------------------------
+# The pretraining module for eobook.train.fit
+# --------------------------------------------------------------------------------------------------
 class CromSS(nn.Module):
     """CromSS pretraining module: U-Nets for S1 and S2, the losses of eq. 1 and the selection masks.
 
@@ -325,28 +303,34 @@ class CromSS(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.unets[modality](x)
 
-    def pick_season_and_augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+    def pick_season_and_augment(self, batch: dict[str, torch.Tensor], rng: Random | torch.Generator | None = None
+                                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """One random season per sample (Sec. IV-A, 4), soft labels (eq. 13) and the random geometry.
+
+        Images, soft labels and labels are stacked so that one crop, flip and rotation moves them together.
 
         Args:
             batch: ``s1`` [B,T,2,H,W], ``s2`` [B,T,13,H,W], ``dw`` int [B,T,H,W] (all four seasons).
+            rng: the step context during training, a generator or None (see :func:`eobook.rng.as_random`).
         Returns:
             (images {modality: [B,C_m,s,s]}, labels int [B,s,s], soft labels [B,C,s,s]).
         """
+        rng = as_random(rng)
         dw = batch["dw"]
         b, t = dw.shape[:2]
-        season = torch.randint(0, t, (b,), generator=generator).to(dw.device)
+        season = rng.randint(0, t, b).to(dw.device)  # [B]
         rows = torch.arange(b, device=dw.device)
         images = {m: self.inputs({m: batch[m][rows, season]}, m) for m in self.modalities}
         soft = spatial_temporal_smoothing(dw, season, self.num_classes, self.beta, self.mu, self.sigma)
         labels = dw[rows, season].unsqueeze(1).to(soft.dtype)
-        stacked = torch.cat([*images.values(), soft, labels], 1)
-        stacked = random_crop_flip_rotate(stacked, self.crop_size, self.flip_prob, self.rotate_prob, generator)
+        stacked = torch.cat([*images.values(), soft, labels], 1)  # [B, C_1 + C_2 + C + 1, H, W]
+        stacked = augment.random_crop(stacked, self.crop_size, rng)
+        stacked = augment.random_flip_rotate(stacked, self.flip_prob, self.rotate_prob, rng)
         parts = stacked.split([*(v.shape[1] for v in images.values()), self.num_classes, 1], 1)
         return dict(zip(images, parts)), parts[-1].squeeze(1).round().long(), parts[-2]
 
     def forward(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
-        images, labels, soft = self.pick_season_and_augment(batch, ctx.generator)
+        images, labels, soft = self.pick_season_and_augment(batch, ctx)
         log_q = {m: F.log_softmax(self.predict(images[m], m).float(), 1) for m in self.modalities}
         valid = (labels >= 0).float()
         if self.fusion == "single":
@@ -365,36 +349,23 @@ class CromSS(nn.Module):
 
     @torch.no_grad()
     def selection_masks(self, log_q: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float,
-                        gamma: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                        gamma: float) -> tuple[Masks, Masks]:
         """W_l and W_e of both modalities (Fig. 5); all ones (W_l: on labelled pixels) without selection."""
         valid = (labels >= 0).float()
         if not self.sample_selection:
             return {m: valid for m in log_q}, {m: torch.ones_like(valid) for m in log_q}
-        p = {m: v.exp() for m, v in log_q.items()}
-        f_l = {m: label_confidence(p[m], labels) for m in p}  # eq. 8
-        f_e = {m: entity_confidence(p[m]) for m in p}  # eq. 9
-        other = {"s1": "s2", "s2": "s1"}
-        w_l = {m: label_selection_mask(cross_modal_enhance(f_l[m], f_l[other[m]]), labels, alpha, self.num_classes)
-               for m in p}  # eq. 10, 11
-        w_e = {m: entity_selection_mask(cross_modal_enhance(f_e[m], f_e[other[m]]), gamma) for m in p}  # eq. 10, 12
-        return w_l, w_e
+        return selection_masks_of({m: v.exp() for m, v in log_q.items()}, labels, alpha, gamma, self.num_classes)
 
 
-# --------------------------------------------------------------------------------------------------
-# Pretraining entry point (eobook.train.pretrain)
-# --------------------------------------------------------------------------------------------------
-def noisy_label_dataset(cfg: Any):
-    """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks."""
-    from ..data import chapter_dataset
-
-    return chapter_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=("s1", "s2c"), seasons="all", dw_labels=True,
-                           seed=cfg.seed)
+def s2_band_index(cfg: CromSSConfig) -> tuple[int, ...]:
+    """Positions of the profile's S2 input bands within the 13 L1C bands (``s2_bands`` 13 or 9)."""
+    return S2_9BAND_INDEX if cfg.s2_bands == 9 else tuple(range(len(S2_L1C_BANDS)))
 
 
-def build_module(cfg: Any) -> CromSS:
+def build_module(cfg: CromSSConfig) -> CromSS:
     """The :class:`CromSS` module a profile describes (channels_last on CUDA)."""
     module = CromSS(fusion=cfg.fusion, sample_selection=cfg.sample_selection, single_modality=cfg.single_modality,
-                    s2_band_index=S2_9BAND_INDEX if cfg.s2_bands == 9 else None, num_classes=cfg.num_classes,
+                    s2_band_index=s2_band_index(cfg), num_classes=cfg.num_classes,
                     encoder=cfg.encoder, encoder_depth=cfg.encoder_depth, decoder_channels=cfg.decoder_channels,
                     alpha_0=cfg.alpha_0, rampup_epochs=cfg.rampup_epochs, beta=cfg.beta, mu=cfg.mu,
                     sigma=cfg.smoothing_sigma, crop_size=cfg.crop_size, flip_prob=cfg.flip_prob,
@@ -404,112 +375,11 @@ def build_module(cfg: Any) -> CromSS:
     return module
 
 
-def build_pretraining(cfg: Any):
-    """(module, dataset, collate_fn, meta) for :func:`eobook.train.pretrain`."""
-    module = build_module(cfg)
-    meta = {"fusion": cfg.fusion, "sample_selection": cfg.sample_selection, "encoder": cfg.encoder,
+def model_meta(cfg: CromSSConfig) -> dict[str, object]:
+    """Model-shape fields that a checkpoint must share with this run."""
+    return {"fusion": cfg.fusion, "sample_selection": cfg.sample_selection, "encoder": cfg.encoder,
             "encoder_depth": cfg.encoder_depth, "decoder_channels": list(cfg.decoder_channels),
             "s2_bands": cfg.s2_bands, "single_modality": cfg.single_modality}
-    return module, noisy_label_dataset(cfg), None, meta
-
-
-# --------------------------------------------------------------------------------------------------
-# Transfer to segmentation (Sec. IV-A): PSPNet (DFC2020), DeepLabV3+ (SSL4EO-S12@DW), FPN (@OSM)
-# --------------------------------------------------------------------------------------------------
-def build_segmentation_model(arch: str, in_channels: int, num_classes: int, encoder: str = "resnet50",
-                             encoder_depth: int = 5, decoder_channels: int = 256,
-                             encoder_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """An smp segmentation network whose encoder starts from ``encoder_state`` (None = random init)."""
-    import segmentation_models_pytorch as smp
-
-    # PSPNet upsamples its 1/2^depth map by a fixed factor (smp default 8, right only for depth 3).
-    archs = {"pspnet": dict(psp_out_channels=decoder_channels, upsampling=2 ** encoder_depth), "deeplabv3plus": dict(decoder_channels=decoder_channels),
-             "fpn": dict(decoder_pyramid_channels=decoder_channels, decoder_segmentation_channels=max(32, decoder_channels // 2),
-                         upsampling=2 ** (encoder_depth - 3))}
-    if arch not in archs:
-        raise ValueError(f"arch: expected one of {sorted(archs)}, got {arch!r}")
-    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, encoder_depth=encoder_depth,
-                             in_channels=in_channels, classes=num_classes, **archs[arch])
-    drop_unused_stages(model.encoder, encoder_depth)
-    if encoder_state is not None:
-        model.encoder.load_state_dict(encoder_state)
-    return model
-
-
-def transfer_to_segmentation(encoder_state: dict[str, torch.Tensor] | None, train_set, test_set, *, modality: str,
-                             arch: str, num_classes: int, in_channels: int, encoder: str, encoder_depth: int,
-                             decoder_channels: int, frozen: bool, epochs: int, lr: float, batch_size: int, seed: int,
-                             band_index: tuple[int, ...] | None = None, device: torch.device | str = "cpu",
-                             label_key: str = "label") -> tuple[dict[str, float], nn.Module, dict[str, torch.Tensor]]:
-    """Fine-tune (or train only the decoder of) a segmentation network on clean labels (Sec. IV-A).
-
-    Adam, cosine schedule, unlabelled pixels (``IGNORE_INDEX``) left out of loss and metrics. With
-    ``frozen`` the encoder's weights and its batch-norm statistics stay as pretrained.
-
-    Returns:
-        (test metrics OA, AA, mIoU, mF1 in percent, the trained model, its state before training (for
-        the weight drift of Fig. 12)).
-    """
-    torch.manual_seed(seed)
-    model = build_segmentation_model(arch, in_channels, num_classes, encoder, encoder_depth, decoder_channels,
-                                     encoder_state)
-    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def forward(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = batch[modality]
-        return net(x[:, list(band_index)] if band_index is not None else x)
-
-    cfg = FineTuneConfig(task="segmentation", epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr,
-                         weight_decay=0.0, ignore_index=IGNORE_INDEX, freeze_encoder=frozen, seed=seed)
-    metrics, _ = fine_tune(model, train_set, test_set, forward, cfg, num_classes, label_key=label_key, device=device,
-                           encoder_params=list(model.encoder.parameters()))
-    return metrics, model, initial_state
-
-
-def downstream_datasets(cfg: Any):
-    """DFC2020 (Table II): fine-tune on its validation split, test on its test split (clean labels).
-
-    ``cfg.downstream_root`` is the DFC2020 / SEN12MS folder; "" = the sample world's."""
-    from pathlib import Path
-
-    from ..data import dataset_root, open_dataset
-
-    root = Path(cfg.downstream_root) if cfg.downstream_root else dataset_root(cfg, "SEN12MS")
-    return tuple(open_dataset("SEN12MS", root, cfg.cache_data, split=split) for split in ("train", "test"))
-
-
-@torch.no_grad()
-def scene_selection_masks(module: CromSS, batch: dict[str, torch.Tensor], labels: torch.Tensor, alpha: float,
-                          gamma: float, modality: str = "s2") -> dict[str, torch.Tensor]:
-    """Fig. 11: the selection masks of ``modality`` from its own confidences F and the enhanced F' (eq. 10).
-
-    Args:
-        batch: one season's ``s1`` [B,2,H,W] and ``s2`` [B,13,H,W]; labels: noisy labels int [B,H,W]
-            (the per-class thresholds of eq. 11 are taken over this batch).
-    Returns:
-        {"W_l from F", "W_l from F'", "W_e from F", "W_e from F'"}: [B, H, W] each.
-    """
-    module.eval()
-    p = {m: module.predict(module.inputs(batch, m), m).float().softmax(1) for m in ("s1", "s2")}
-    other = "s1" if modality == "s2" else "s2"
-    f_l = {m: label_confidence(p[m], labels) for m in p}
-    f_e = {m: entity_confidence(p[m]) for m in p}
-    c = module.num_classes
-    return {"W_l from F": label_selection_mask(f_l[modality], labels, alpha, c),
-            "W_l from F'": label_selection_mask(cross_modal_enhance(f_l[modality], f_l[other]), labels, alpha, c),
-            "W_e from F": entity_selection_mask(f_e[modality], gamma),
-            "W_e from F'": entity_selection_mask(cross_modal_enhance(f_e[modality], f_e[other]), gamma)}
-
-
-@torch.no_grad()
-def encoder_module_features(encoder: nn.Module, images: torch.Tensor, level: str, pixels_per_image: int = 64,
-                            seed: int = 0) -> list[torch.Tensor]:
-    """Fig. 13 inputs: feature sets [N, C_k] of ResNet modules 1..depth (image- or pixel-level)."""
-    from ..analysis import pooled_features
-
-    encoder.eval()
-    maps = encoder(images)[1:]  # smp returns the input first, then one map per module
-    return pooled_features(maps, level, pixels_per_image, torch.Generator().manual_seed(seed))
 
 
 def _check_probs(probs: torch.Tensor) -> None:
@@ -517,7 +387,7 @@ def _check_probs(probs: torch.Tensor) -> None:
         raise ValueError(f"probs: expected softmax outputs [B, C, H, W] with C >= 2, got shape {tuple(probs.shape)}")
 
 
-def _valid_labels(labels: torch.Tensor, num_classes: int, shape) -> torch.Tensor:
+def _valid_labels(labels: torch.Tensor, num_classes: int, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
     """Boolean mask of labelled pixels; refuses labels >= num_classes, float labels or a shape mismatch."""
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels: expected an integer tensor, got {labels.dtype}")

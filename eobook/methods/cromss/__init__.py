@@ -1,0 +1,48 @@
+"""CromSS: cross-modal sample selection for pretraining segmentation encoders with noisy labels.
+
+Liu, C., Albrecht, C. M., Wang, Y., Zhu, X. X. (2025). CromSS: Cross-modal pretraining with noisy labels
+for remote sensing image segmentation. IEEE TGRS 63, doi:10.1109/TGRS.2025.3552642.
+https://github.com/zhu-xlab/CromSS
+
+Everything about the paper lives in this package:
+
+* :mod:`.config`: :class:`CromSSConfig`, the ``tiny`` / ``small`` / ``full`` profiles, the paper's value of
+  every ``full`` field (``PAPER``) and the book's reasons where ``full`` differs (``DEVIATIONS``);
+* :mod:`.model`: the sample selection masks (eq. 8-12), the spatial-temporal label smoothing (eq. 13-15),
+  the weighted losses (eq. 6, 7), the U-Nets and the pretraining module :class:`CromSS` (eq. 1);
+* :mod:`.evaluation`: SSL4EO-S12@NoL and DFC2020, the transfer of Tables II / V (frozen and fine-tuned
+  encoders in PSPNet, DeepLabV3+ or FPN), the paper's numbers, and the analyses of Figs. 8, 11, 12 and 13;
+* ``CHAPTER``: the record the CLI, the notebook and the loop use.
+"""
+from ...config import Chapter, Pretraining
+from .config import DEVIATIONS, PAPER, PROFILES, CromSSConfig
+from .evaluation import (ENCODER_SETTINGS, INPUTS, METRICS, PAPER_DFC2020, Transfer, batchnorm_statistics_kl,
+                         build_segmentation_model, downstream_datasets, downstream_evaluation, encoder_module_features,
+                         eurosat_images, miou_columns, noisy_label_dataset, paper_row, random_s2_encoder, results_table,
+                         s2_images, scene_selection_masks, single_modal_config, transfer_to_segmentation,
+                         variance_curves, weight_drift, weights_name)
+from .model import (FUSIONS, NUM_CLASSES, S2_9BAND_INDEX, CromSS, build_module, create_unet, cross_modal_enhance,
+                    drop_unused_stages, entity_confidence, entity_selection_mask, gaussian_smooth, label_confidence,
+                    label_selection_mask, model_meta, s2_band_index, selection_masks_of, selection_schedule,
+                    spatial_temporal_smoothing, weighted_consistency_loss, weighted_segmentation_loss)
+
+
+def build_pretraining(cfg: CromSSConfig) -> Pretraining:
+    """The pretraining module and SSL4EO-S12@NoL (all four seasons with their Dynamic World masks)."""
+    return Pretraining(build_module(cfg), noisy_label_dataset(cfg), None, model_meta(cfg))
+
+
+CHAPTER = Chapter(
+    name="cromss", number=5, title="CromSS: cross-modal pretraining with noisy labels", notebook="05_cromss.ipynb",
+    config=CromSSConfig, profiles=PROFILES, build_pretraining=build_pretraining, paper=PAPER, deviations=DEVIATIONS)
+
+__all__ = ["CHAPTER", "DEVIATIONS", "ENCODER_SETTINGS", "FUSIONS", "INPUTS", "METRICS", "NUM_CLASSES", "PAPER",
+           "PAPER_DFC2020", "PROFILES", "S2_9BAND_INDEX", "CromSS", "CromSSConfig", "Transfer",
+           "batchnorm_statistics_kl", "build_module", "build_pretraining", "build_segmentation_model", "create_unet",
+           "cross_modal_enhance", "downstream_datasets", "downstream_evaluation", "drop_unused_stages",
+           "encoder_module_features", "entity_confidence", "entity_selection_mask", "eurosat_images",
+           "gaussian_smooth", "label_confidence", "label_selection_mask", "miou_columns", "model_meta",
+           "noisy_label_dataset", "paper_row", "random_s2_encoder", "results_table", "s2_band_index", "s2_images",
+           "scene_selection_masks", "selection_masks_of", "selection_schedule", "single_modal_config",
+           "spatial_temporal_smoothing", "transfer_to_segmentation", "variance_curves", "weight_drift",
+           "weighted_consistency_loss", "weighted_segmentation_loss", "weights_name"]
