@@ -144,6 +144,8 @@ def mark_failed(folder: Path, err: BaseException) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     chapters = expand_chapters(args.chapters)
     overrides = parse_assignments(args.param)
+    if args.smoke:
+        overrides["smoke"] = "true"
     if args.profile not in PROFILE_NAMES:
         raise CLIError(f"unknown profile {args.profile!r}; valid profiles: {list(PROFILE_NAMES)}")
     for chapter in chapters:  # validate every chapter's parameters before running any
@@ -229,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a profile field (repeatable)")
     run.add_argument("--keep-going", action="store_true", help="continue with the next chapter after a failure")
     run.add_argument("--force", action="store_true", help="re-run chapters whose run folder is complete")
+    run.add_argument("--smoke", action="store_true",
+                     help="every stage for 2 optimizer steps on a handful of samples (at the profile's model sizes)")
     run.set_defaults(func=cmd_run)
 
     pre = sub.add_parser("pretrain", help="a chapter's pretraining alone (works under torchrun)")

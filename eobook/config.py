@@ -55,6 +55,8 @@ class ChapterConfig(TrainConfig):
     world_size: str = "tiny"
     #: Seed of the sample world.
     world_seed: int = 0
+    #: Read each dataset once and keep it in memory (the sample worlds; real datasets do not fit).
+    cache_data: bool = False
     #: Random-init baselines: networks seeded ``seed``, ``seed + 1``, ...; the "random init" row is their
     #: mean and their spread is shown (0: no random-init baseline).
     random_init_seeds: int = 1
@@ -145,6 +147,15 @@ def deviation_rows(full: ChapterConfig, paper: dict[str, Paper], deviations: dic
     return rows
 
 
+def _show(value: Any) -> str:
+    """A value as the Deviations table prints it ("-" where the paper gives none)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-12 * max(1, abs(b))
@@ -224,6 +235,15 @@ class Chapter(Generic[Config]):
     def deviation_rows(self) -> list[dict[str, Any]]:
         """Where the ``full`` profile departs from the paper, with the book's reasons (see :func:`deviation_rows`)."""
         return deviation_rows(self.profiles["full"], self.paper, self.deviations)
+
+    def deviations_table(self):
+        """:meth:`deviation_rows` as a table for the chapter's Deviations section (pandas DataFrame, one row a
+        field: the paper's value and where it says so, the ``full`` profile's value, the book's reason)."""
+        import pandas as pd
+
+        rows = [{"field": r["field"], "paper": _show(r["paper"]), "where": r["source"], "full profile": _show(r["full"]),
+                 "why": r["reason"]} for r in self.deviation_rows()]
+        return pd.DataFrame(rows, columns=["field", "paper", "where", "full profile", "why"]).set_index("field")
 
     def unexplained_deviations(self) -> list[str]:
         """Fields whose ``full`` value differs from the paper's without a reason (must stay empty)."""

@@ -346,7 +346,9 @@ class Run:
         every results table carries."""
         profile = self.config.profile or "custom"
         data = "the synthetic sample world" if self.synthetic else "the real data"
-        if profile == "full" and not self.synthetic:
+        if self.config.smoke:
+            note = "A smoke run (2 steps a stage, a handful of samples): its numbers mean nothing."
+        elif profile == "full" and not self.synthetic:
             note = "The paper's settings on the paper's data: comparable with the paper's numbers."
         elif profile == "tiny":
             note = "A tiny run checks the mechanics on a toy world; it is not a reproduction."
@@ -373,8 +375,11 @@ def setup_run(config: Any, out_dir: str | os.PathLike | None = None, *, verbose:
     record = provenance(params, device)
     if folder.path is not None:
         atomic_write_json(folder.path / "provenance.json", record)
+    folder.metrics.update(profile=getattr(config, "profile", ""), smoke=bool(getattr(config, "smoke", False)))
     if verbose:
         print_provenance(record, dtype)
+        if folder.metrics["smoke"]:
+            print("SMOKE RUN: every stage trains 2 steps on a handful of samples; its numbers mean nothing.")
     return Run(config, device, dtype, folder, record, dist)
 
 

@@ -239,3 +239,12 @@ def test_samples_per_second_counts_the_samples_of_any_batch_layout():
     assert _batch_size({"id": ["a", "b", "c"], "x": torch.zeros(3, 2)}) == 3
     assert _batch_size({"id": ["a", "b"]}) == 2 and _batch_size([torch.zeros(5, 1), torch.zeros(5)]) == 5
     assert _batch_size({"views": {"a": torch.zeros(4, 1)}}) == 4
+
+
+def test_a_smoke_run_trains_two_steps_on_whatever_few_samples_it_has():
+    small = torch.utils.data.Subset(LinearData(), range(6))          # fewer samples than one batch of 8
+    result = fit(Regressor(), small, config(smoke=True, epochs=50, batch_size=8), log=lambda _: None)
+    assert result.steps == 2 and result.samples_per_second > 0
+    stage = config(smoke=True).stage(epochs=100, batch_size=256)
+    assert stage.smoke                                                # every evaluation stage is smoked too
+    assert fit(Regressor(), LinearData(), stage, log=lambda _: None).steps == 2

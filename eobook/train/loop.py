@@ -21,6 +21,9 @@ from .checkpoint import (MetricsLog, load_checkpoint, newest_checkpoint, remove_
 from .optim import build_optimizer, param_groups
 from .schedules import constant_schedule, cosine_schedule
 
+#: Optimiser steps of every stage of a smoke run (``TrainConfig.smoke``).
+SMOKE_STEPS = 2
+
 
 # --------------------------------------------------------------------------------------------------
 # Configuration of the loop
@@ -75,9 +78,12 @@ class TrainConfig:
     progress: str = "auto"
     #: Convert BatchNorm to SyncBatchNorm under DDP.
     sync_batchnorm: bool = False
+    #: Smoke run: every stage trains ``SMOKE_STEPS`` optimiser steps in one epoch, its batch shrunk to fit the
+    #: few samples it has (what to run before booking a GPU for the full profile; the numbers mean nothing).
+    smoke: bool = False
 
     #: Fields an evaluation stage inherits from the run (:meth:`stage`).
-    RUN_FIELDS = ("seed", "device", "amp", "num_workers", "checkpoint_every", "keep_checkpoints", "progress")
+    RUN_FIELDS = ("seed", "device", "amp", "num_workers", "checkpoint_every", "keep_checkpoints", "progress", "smoke")
 
     def stage(self, **settings: Any) -> TrainConfig:
         """The loop settings of an evaluation stage (linear probe, fine-tuning, transfer): this run's seed,
@@ -254,11 +260,12 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, dist,
-                                    max_batches=cfg.max_steps_per_epoch, drop_last=drop_last)
+    epochs, batch_size, max_batches = _length(cfg, len(dataset), dist)
+    sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_batches,
+                                    drop_last=drop_last)
     loader = make_loader(dataset, sampler, cfg.num_workers, collate_fn, device)
     steps_per_epoch = len(sampler)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = steps_per_epoch * epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
 
     optimizer = build_optimizer(param_groups(raw, cfg.weight_decay), cfg.optimizer, cfg.lr, betas=cfg.betas,
@@ -311,7 +318,7 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     module.train()
     step, t0, samples, last_ckpt = start_step, time.perf_counter(), 0, None
     start_epoch = start_step // steps_per_epoch if steps_per_epoch else 0
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, epochs):
         first_batch = step - epoch * steps_per_epoch
         sampler.set_epoch(epoch, first_batch)
         if hasattr(dataset, "set_epoch"):  # e.g. SSL4EOS12 draws a new random season per epoch
@@ -372,6 +379,16 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
         last_ckpt = save(step)
     seconds = time.perf_counter() - t0
     return TrainResult(history, step, resumed_from, seconds, samples / max(seconds, 1e-9), last_ckpt)
+
+
+def _length(cfg: TrainConfig, dataset_len: int, dist: DistInfo) -> tuple[int, int, int]:
+    """(epochs, global batch size, cap on steps per epoch) of a run: the config's, or in a smoke run one epoch
+    of ``SMOKE_STEPS`` steps with the batch shrunk to fit them into the samples at hand."""
+    if not cfg.smoke:
+        return cfg.epochs, cfg.batch_size, cfg.max_steps_per_epoch
+    per_step = max(1, min(cfg.batch_size, dataset_len // SMOKE_STEPS))
+    batch_size = max(dist.world_size, per_step // dist.world_size * dist.world_size)
+    return 1, batch_size, SMOKE_STEPS
 
 
 def _apply_schedules(optimizer: torch.optim.Optimizer, lr_values: np.ndarray, wd_values: np.ndarray,

@@ -69,8 +69,6 @@ class CromSSConfig(ChapterConfig):
     downstream_seeds: int = 3
     #: Pixels per image for the pixel-level PCA curves (Fig. 13).
     pca_pixels_per_image: int = 64
-    #: Read the pretraining and downstream datasets once and keep them in memory (sample worlds only).
-    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -78,8 +78,6 @@ class DinoMMConfig(ChapterConfig):
     supervised_weight_decay: float = 0.05
     #: Patches shown in the attention-map figure.
     figure_samples: int = 4
-    #: Read the dataset once and keep it in memory (the sample world is small; BigEarthNet-MM is not).
-    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

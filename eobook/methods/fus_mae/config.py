@@ -64,8 +64,6 @@ class FusMAEConfig(ChapterConfig):
     label_smoothing: float = 0.1
     #: Number of test images shown in the reconstruction and attention figures.
     figure_samples: int = 4
-    #: Keep decoded, resized samples in memory (the sample world; too large for the real datasets).
-    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -77,8 +77,6 @@ class SoftConConfig(ChapterConfig):
     ablation_lambdas: tuple[float, ...] = ()
     #: Scenes in the similarity-matrix figure.
     figure_batch: int = 24
-    #: Read each dataset once and keep it in memory (sample worlds; the full datasets do not fit).
-    cache_data: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
