@@ -74,13 +74,28 @@ def open_dataset(reader: str, root: str | os.PathLike, in_memory: bool = False, 
     return READERS[reader](root, **kwargs)
 
 
+#: Samples each dataset keeps in a smoke run (``cfg.smoke``): a handful, read from the real layout.
+SMOKE_SAMPLES = 8
+
+
+def smoke_subset(dataset, cfg: ChapterConfig):
+    """``dataset``, or in a smoke run its first ``SMOKE_SAMPLES`` samples."""
+    if not cfg.smoke or len(dataset) <= SMOKE_SAMPLES:
+        return dataset
+    from torch.utils.data import Subset
+
+    return Subset(dataset, range(SMOKE_SAMPLES))
+
+
 def chapter_dataset(cfg: ChapterConfig, reader: str, folder: str, **kwargs: Any):
     """A chapter's dataset: ``READERS[reader]`` on ``dataset_root(cfg, folder)``, kept in memory when the
-    chapter has ``cfg.cache_data`` set (the small sample worlds, read once per process)."""
-    return open_dataset(reader, dataset_root(cfg, folder), getattr(cfg, "cache_data", False), **kwargs)
+    chapter has ``cfg.cache_data`` set (the small sample worlds, read once per process); in a smoke run only
+    its first few samples (read from disk, never cached)."""
+    in_memory = cfg.cache_data and not cfg.smoke
+    return smoke_subset(open_dataset(reader, dataset_root(cfg, folder), in_memory, **kwargs), cfg)
 
 
-__all__ = ["chapter_dataset", "dataset_root", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
+__all__ = ["SMOKE_SAMPLES", "chapter_dataset", "dataset_root", "smoke_subset", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
            "MMEARTH_S2_BANDS", "MODALITY_BANDS", "S2_L1C_BANDS", "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "READERS",
            "DataError", "BigEarthNetMM", "EuroSATMS", "GeoBench", "MMEarth", "SEN12MS", "SSL4EOS12",
            "ensure_sample_world", "real_data_root"]
