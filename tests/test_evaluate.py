@@ -170,3 +170,30 @@ def test_compare_to_baseline_counts_wins_and_states_the_outcome():
     assert "does not beat" in sentence and "1 of 2" in sentence
     with pytest.raises(ValueError, match="share no column"):
         compare_to_baseline({"a": 1.0}, {"b": 1.0})
+
+
+def test_segmentation_means_run_over_the_evaluated_classes_only():
+    target = torch.tensor([[0, 0, 1, 1]])
+    pred = torch.tensor([[0, 2, 1, 1]])                          # class 2 predicted once, never in the targets
+    everything = segmentation_metrics(pred, target, num_classes=3)
+    assert everything["mIoU"] == pytest.approx(100 * (1 / 2 + 1 + 0) / 3)   # class 2 enters as IoU 0
+    evaluated = segmentation_metrics(pred, target, num_classes=3, classes=(0, 1))
+    assert evaluated["mIoU"] == pytest.approx(100 * (1 / 2 + 1) / 2) and evaluated["OA"] == pytest.approx(75.0)
+    assert evaluated["AA"] == pytest.approx(100 * (1 / 2 + 1) / 2)
+
+
+def test_fine_tuning_augments_training_batches_only():
+    from eobook.evaluate import fine_tune
+
+    seen = []
+
+    def augment(batch, ctx):
+        seen.append(ctx.rand(len(batch["x"])).shape[0])           # draws from the step (the RNG contract)
+        return {**batch, "x": batch["x"] * 0}                     # a transform the model must learn around
+
+    data = [{"x": torch.randn(4), "label": torch.tensor(i % 2)} for i in range(16)]
+    model = torch.nn.Linear(4, 2)
+    scores, result = fine_tune(model, data, data, lambda m, b: m(b["x"]), Task("multiclass", 2),
+                               loop(epochs=2, batch_size=8, lr=0.1), augment=augment)
+    assert seen == [8] * result.steps and result.steps == 4        # every training batch, none of the test set
+    assert "OA" in scores

@@ -4,7 +4,7 @@ DINO-MM's code averaged per-batch mAP, which is not the mAP of the test set; the
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torchmetrics.functional.classification as tmc
@@ -47,11 +47,13 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, num_clas
 
 
 def segmentation_metrics(preds: torch.Tensor, targets: torch.Tensor, num_classes: int,
-                         ignore_index: int | None = None) -> dict[str, float]:
+                         ignore_index: int | None = None, classes: Sequence[int] | None = None) -> dict[str, float]:
     """Pixel metrics in percent over the whole set: OA, AA, mIoU and mF1; ``ignore_index`` pixels left out.
 
-    ``preds`` are class ids [N,H,W] (or logits [N,C,H,W]); class means run over the classes that occur
-    in the targets or predictions (a class absent from both has no defined IoU).
+    ``preds`` are class ids [N,H,W] (or logits [N,C,H,W]). The class means (AA, mIoU, mF1) run over
+    ``classes`` when given (the classes a paper evaluates: e.g. 8 of DFC2020's 10, two of which never occur in
+    its test set), else over the classes that occur in the targets or predictions (a class absent from both
+    has no defined IoU). OA counts every labelled pixel.
     """
     if preds.ndim == targets.ndim + 1:
         preds = preds.argmax(1)
@@ -70,13 +72,18 @@ def segmentation_metrics(preds: torch.Tensor, targets: torch.Tensor, num_classes
     tp = confusion.diag()
     support, predicted = confusion.sum(1), confusion.sum(0)
     seen = (support + predicted) > 0
+    scored, recalled = seen, support > 0
+    if classes is not None:
+        scored = torch.zeros(num_classes, dtype=torch.bool)
+        scored[list(classes)] = True
+        recalled = scored
     iou = tp / (support + predicted - tp).clamp_min(1)
     f1 = 2 * tp / (support + predicted).clamp_min(1)
     recall = tp / support.clamp_min(1)
     return {"OA": 100 * float(tp.sum() / support.sum()),
-            "AA": 100 * float(recall[support > 0].mean()),
-            "mIoU": 100 * float(iou[seen].mean()),
-            "mF1": 100 * float(f1[seen].mean())}
+            "AA": 100 * float(recall[recalled].mean()),
+            "mIoU": 100 * float(iou[scored].mean()),
+            "mF1": 100 * float(f1[scored].mean())}
 
 
 def _mean_present(per_class: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -22,6 +22,8 @@ from .baselines import seeded
 from .metrics import classification_metrics, multilabel_map, segmentation_metrics
 
 TASK_KINDS = ("multilabel", "multiclass", "segmentation")
+#: A training-batch transform: ``augment(batch, ctx) -> batch``, drawing from ``ctx`` (the step's Random).
+Augment = Callable[[dict, Any], dict]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -39,6 +41,8 @@ class Task:
         label_key: the batch entry holding the labels.
         label_smoothing: of the cross-entropy (Fus-MAE's SEN12MS probe: 0.1).
         ignore_index: label of unlabelled pixels, left out of loss and metrics (segmentation).
+        eval_classes: the classes the segmentation means run over (None: those present in targets or
+            predictions; see :func:`~eobook.evaluate.metrics.segmentation_metrics`).
     """
 
     kind: str
@@ -46,6 +50,7 @@ class Task:
     label_key: str = "label"
     label_smoothing: float = 0.0
     ignore_index: int = -100
+    eval_classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -66,7 +71,8 @@ class Task:
         if self.kind == "multilabel":
             return multilabel_map(torch.sigmoid(outputs), targets)
         if self.kind == "segmentation":
-            return segmentation_metrics(outputs, targets, self.num_classes, ignore_index=self.ignore_index)
+            return segmentation_metrics(outputs, targets, self.num_classes, ignore_index=self.ignore_index,
+                                        classes=self.eval_classes)
         return classification_metrics(outputs, targets, self.num_classes, top_k=(1, 3))
 
 
@@ -160,9 +166,9 @@ class Supervised(nn.Module):
     """
 
     def __init__(self, model: nn.Module, predict: Callable[[nn.Module, dict], torch.Tensor], task: Task,
-                 loss_fn: nn.Module | None = None):
+                 loss_fn: nn.Module | None = None, augment: Augment | None = None):
         super().__init__()
-        self.model, self.predict, self.task = model, predict, task
+        self.model, self.predict, self.task, self.augment = model, predict, task, augment
         self.loss_fn = loss_fn if loss_fn is not None else task.loss()
 
     def frozen_norms(self) -> list[nn.Module]:
@@ -176,18 +182,21 @@ class Supervised(nn.Module):
         return self
 
     def forward(self, batch: dict[str, Any], ctx: Any = None) -> dict[str, torch.Tensor]:
+        if self.augment is not None:  # training batches only; draws from the step (the RNG contract)
+            batch = self.augment(batch, ctx)
         return {"loss": self.loss_fn(self.predict(self.model, batch), self.task.target(batch[self.task.label_key]))}
 
 
 def train_supervised(model: nn.Module, dataset: Dataset, predict: Callable[[nn.Module, dict], torch.Tensor],
-                     task: Task, loop: TrainConfig, *, loss_fn: nn.Module | None = None,
+                     task: Task, loop: TrainConfig, *, loss_fn: nn.Module | None = None, augment: Augment | None = None,
                      checkpoint_dir: str | os.PathLike | None = None, **fit_kwargs: Any) -> TrainResult:
     """Train the parameters of ``model`` that require gradients on ``task`` with the loop settings ``loop``.
 
     An incomplete last batch is kept (probes on a few hundred samples need every one); a checkpoint
     directory makes the stage resumable like pretraining, with a meta that refuses another model's state.
+    ``augment(batch, ctx)`` transforms each training batch (images and labels together), drawing from ``ctx``.
     """
-    objective = Supervised(model, predict, task, loss_fn)
+    objective = Supervised(model, predict, task, loss_fn, augment)
     meta = {"task": task.kind, "num_classes": task.num_classes, "model": type(model).__name__,
             "parameters": sum(p.numel() for p in model.parameters())}
     fit_kwargs = {"drop_last": False, "log": lambda _: None, "checkpoint_meta": meta, **fit_kwargs}
@@ -249,7 +258,7 @@ def _features_loop(loop: TrainConfig) -> TrainConfig:
 
 def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset,
               predict: Callable[[nn.Module, dict], torch.Tensor], task: Task, loop: TrainConfig, *,
-              frozen: Iterable[nn.Parameter] = (), loss_fn: nn.Module | None = None,
+              frozen: Iterable[nn.Parameter] = (), loss_fn: nn.Module | None = None, augment: Augment | None = None,
               checkpoint_dir: str | os.PathLike | None = None, **fit_kwargs: Any) -> tuple[dict[str, float], TrainResult]:
     """Train ``model`` end to end, except the ``frozen`` parameters, and score it on ``test_set``.
 
@@ -258,6 +267,7 @@ def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset,
         frozen: parameters kept as they are (e.g. a frozen encoder's); BatchNorm layers whose parameters
             are all frozen keep their running statistics too.
         loss_fn: replaces the task's loss (e.g. CromSS's cross-entropy + Dice).
+        augment: ``augment(batch, ctx) -> batch`` on training batches (e.g. CromSS's flips and rotations).
     Returns:
         (test metrics in percent, the training result with its per-step history).
     """
@@ -266,8 +276,8 @@ def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset,
         p.requires_grad_(id(p) not in frozen_ids)
     # a training set smaller than a batch is one batch
     loop = dataclasses.replace(loop, batch_size=min(loop.batch_size, len(train_set)))
-    result = train_supervised(model, train_set, predict, task, loop, loss_fn=loss_fn, checkpoint_dir=checkpoint_dir,
-                              drop_last=True, desc="fine-tune", **fit_kwargs)
+    result = train_supervised(model, train_set, predict, task, loop, loss_fn=loss_fn, augment=augment,
+                              checkpoint_dir=checkpoint_dir, drop_last=True, desc="fine-tune", **fit_kwargs)
     device = next(model.parameters()).device
     return predict_and_score(model, test_set, predict, task, batch_size=loop.batch_size, device=device,
                              num_workers=loop.num_workers), result

@@ -208,8 +208,16 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity where the platform tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def make_loader(dataset: Dataset, sampler: ResumableBatchSampler, num_workers: int,
                 collate_fn: Callable | None = None, device: torch.device | None = None) -> DataLoader:
+    """The loader of :func:`fit`: ``sampler``'s batches, at most one worker process per available core (a
+    profile's worker count is sized for a GPU node; more workers than cores only compete)."""
+    num_workers = min(num_workers, available_cpus())
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
                       worker_init_fn=_seed_worker, pin_memory=bool(device and device.type == "cuda"),
                       persistent_workers=False)
