@@ -51,14 +51,23 @@ def test_wrong_dtype(ben):
     _expect(root, path, "dtype float64")
 
 
-def test_missing_crs(ben):
+def test_missing_crs_warns_and_reads(ben, caplog):
+    """Several real datasets ship patches without a CRS: read them, with one warning naming the file."""
     import rasterio
+
+    from eobook.data import DATA_WARNINGS
 
     root, name, _ = ben
     path = root / "BigEarthNet-v1.0" / name / f"{name}_B08.tif"
     with rasterio.open(path, "w", driver="GTiff", height=48, width=48, count=1, dtype="uint16") as dst:
-        dst.write(np.ones((1, 48, 48), np.uint16))
-    _expect(root, path, "no CRS")
+        dst.write(np.full((1, 48, 48), 900, np.uint16))
+    DATA_WARNINGS.reset()
+    with caplog.at_level("WARNING", logger="eobook.data.base"):
+        sample = BigEarthNetMM(root, split="train", normalize=False)[0]
+        BigEarthNetMM(root, split="train")[0]  # the same file again: counted once
+    assert float(sample["s2"][7].mean()) == 900
+    assert DATA_WARNINGS.count == 1 and DATA_WARNINGS.first == [(str(path), "no CRS (georeferencing missing); read without it")]
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: no CRS (georeferencing missing); read without it"]
 
 
 def test_nan_and_nodata(ben):

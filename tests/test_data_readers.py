@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from eobook.data import (BEN19_CLASSES, BigEarthNetMM, DW_CLASSES, EuroSATMS, GeoBench, MMEarth, SEN12MS,
-                         SSL4EOS12, ensure_sample_world, real_data_root)
+from eobook.data import (BEN19_CLASSES, DFC2020, BigEarthNetMM, DataError, DW_CLASSES, EuroSATMS, GeoBench, MMEarth,
+                         SEN12MS, SSL4EOS12, ensure_sample_world, real_data_root)
 from eobook.data.bands import BEN43_CLASSES
 
 
@@ -85,12 +85,49 @@ def test_geobench_world(world):
     assert len(GeoBench(world / "GEO-Bench", task="m-eurosat", partition="0.10x")) < len(cls)
 
 
-def test_sen12ms_and_eurosat_world(world):
-    s = SEN12MS(world / "SEN12MS", split="train")[0]
-    assert s["s1"].shape == (2, 32, 32) and s["s2"].shape == (13, 32, 32)
-    assert s["label"].min() >= 0 and s["label"].max() <= 9 and int(s["label_scene"]) == int(
-        torch.bincount(s["label"].flatten()).argmax())
-    assert len(SEN12MS(world / "SEN12MS", split="test")) >= 32
+def test_sen12ms_world_is_in_the_real_layout(world):
+    """Four season folders of s1/s2/lc scene folders and the CRLF split lists; scene labels as the benchmark's."""
+    import rasterio
+
+    from eobook.data.bands import IGBP_TO_SIMPLIFIED
+    from eobook.data.sen12ms import SEASONS
+
+    root = world / "SEN12MS"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(SEASONS)
+    first = (root / "train_list.txt").read_bytes().split(b"\r\n")[0].decode()
+    assert first.startswith("ROIs1158_spring_s2_") and first.endswith(".tif")
+    train, test = SEN12MS(root, split="train"), SEN12MS(root, split="test")
+    assert (len(train), len(test), len(SEN12MS(root))) == (48, 24, 72)
+    scene_folders = lambda ds: {f.rsplit("/", 1)[0] for f in ds.files}
+    assert not scene_folders(train) & scene_folders(test)  # the test list holds whole scenes
+    s = train[5]
+    assert s["s1"].shape == (2, 32, 32) and s["s2"].shape == (13, 32, 32) and s["label"].shape == (32, 32)
+    assert s["label"].min() >= 0 and s["label"].max() <= 9 and s["label_multi"].shape == (10,)
+    # the scene label by hand: band 1 of the lc patch, IGBP -> simplified, argmax of the class fractions
+    with rasterio.open(root / train.files[5].replace("s2_", "lc_")) as src:
+        assert src.count == 4
+        igbp = src.read(1)
+    simple = np.vectorize(IGBP_TO_SIMPLIFIED.get)(igbp) - 1
+    assert int(s["label_scene"]) == int(np.bincount(simple.ravel(), minlength=10).argmax())
+    assert torch.equal(s["label"], torch.from_numpy(simple.astype(np.int64)))
+
+
+def test_dfc2020_world_is_in_the_contest_layout(world):
+    root = world / "DFC2020"
+    assert (root / "ROIs0000_validation" / "s2_validation" / "ROIs0000_validation_s2_0_p0.tif").is_file()
+    assert (root / "ROIs0000_test" / "dfc_0" / "ROIs0000_test_dfc_0_p31.tif").is_file()
+    train, test = DFC2020(root, split="train"), DFC2020(root, split="test")
+    assert (len(train), len(test)) == (64, 32) and train.files[2].endswith("_p2.tif") and train.files[10].endswith("_p10.tif")
+    assert len(DFC2020(root, split="validation")) == 64 and len(DFC2020(root)) == 96
+    s = test[0]
+    assert s["s1"].dtype == torch.float32 and s["s2"].shape == (13, 32, 32) and 0 <= s["label"].min() <= s["label"].max() <= 9
+    with pytest.raises(DataError, match="DFC2020 needs ROIs0000_validation"):
+        DFC2020(world / "SEN12MS", split="train")
+    with pytest.raises(DataError, match="not the SEN12MS layout"):
+        SEN12MS(root, split="train")
+
+
+def test_eurosat_world(world):
     train, test = EuroSATMS(world / "EuroSAT-MS", split="train"), EuroSATMS(world / "EuroSAT-MS", split="test")
     assert len(train) >= 64 and len(test) >= 20 and not set(train.files) & set(test.files)
     assert train[0]["s2"].shape == (13, 32, 32) and train[0]["label"].ndim == 0
@@ -113,7 +150,7 @@ def test_world_is_learnable(world):
     """A linear classifier maps pixels to their class, and band means plus textures to the EuroSAT class."""
     from sklearn.linear_model import LogisticRegression
 
-    (x_train, y_train), (x_test, y_test) = (pixel_features(SEN12MS(world / "SEN12MS", split=s)) for s in ("train", "test"))
+    (x_train, y_train), (x_test, y_test) = (pixel_features(DFC2020(world / "DFC2020", split=s)) for s in ("train", "test"))
     model = LogisticRegression(max_iter=3000).fit(x_train, y_train)
     majority = np.mean(y_test == np.bincount(y_train).argmax())
     assert model.score(x_test, y_test) > max(0.7, majority + 0.3)  # 10 classes
@@ -170,7 +207,7 @@ def test_bigearthnet_v2_layout_reads_like_v1(tmp_path):
     """The same world written as v1 folders and as reBEN (v2, metadata.parquet) reads back identically."""
     from eobook.data.world import World, WorldSize, write_bigearthnet
 
-    size = WorldSize(256, (6, 3, 3), 24, 0, 0, (0, 0, 0), 0, (0, 0, 0), 0, (0, 0), 0, 0, 0)
+    size = WorldSize(256, (6, 3, 3), 24, 0, 0, (0, 0, 0), 0, (0, 0, 0), 0, (0, 0), 0, 0, 0)  # only BigEarthNet
     for layout in ("v1", "v2"):
         write_bigearthnet(World(1, 256), tmp_path / layout, size, np.random.default_rng(7), layout=layout)  # 1 snowy, 1 cloudy
     assert (tmp_path / "v2" / "metadata.parquet").is_file() and not (tmp_path / "v2" / "BigEarthNet-v1.0").exists()
@@ -204,7 +241,7 @@ def test_chapter_dataset_follows_data_root_and_cache_data(world):
 
     from eobook.data import DataError, chapter_dataset
 
-    cfg = SimpleNamespace(data_root=str(world), world_size="tiny", world_seed=0, cache_data=False)
+    cfg = SimpleNamespace(data_root=str(world), world_size="tiny", world_seed=0, cache_data=False, smoke=False)
     assert isinstance(chapter_dataset(cfg, "SEN12MS", "SEN12MS", split="test"), SEN12MS)
     cached = chapter_dataset(SimpleNamespace(**{**vars(cfg), "cache_data": True}), "SEN12MS", "SEN12MS", split="test")
     assert isinstance(cached, list) and len(cached) == len(SEN12MS(world / "SEN12MS", split="test"))

@@ -102,3 +102,23 @@ def test_mmearth_hdf5_file(tmp_path):
 
     outcome = fuzz([h5], read, seed=3)
     assert outcome["named_error"] > 0
+
+
+@pytest.mark.parametrize("reader", ["DFC2020", "NoLDOS12"])
+def test_real_layout_geotiffs(tmp_path, reader):
+    """The SEN12MS-family and NoLDO-S12 readers on corrupted copies of the sample world's files."""
+    from eobook.data import DFC2020, NoLDOS12
+
+    world = ensure_sample_world("tiny", 0)
+    if reader == "DFC2020":
+        shutil.copytree(world / "DFC2020" / "ROIs0000_test", tmp_path / "ROIs0000_test")
+        read = lambda: DFC2020(tmp_path, split="test")[0]
+        files = [tmp_path / "ROIs0000_test" / f"{k}_0" / f"ROIs0000_test_{k}_0_p0.tif" for k in ("s1", "s2", "dfc")]
+    else:
+        shutil.copytree(world / "NoLDO-S12" / "osm_test", tmp_path / "osm_test")
+        name = NoLDOS12(tmp_path, task="osm", split="test").names[0]
+        read = lambda: NoLDOS12(tmp_path, task="osm", split="test")[0]
+        files = [tmp_path / "osm_test" / f"{d}" / f"{p}_{name}.tif"
+                 for d, p in (("image_s1", "s1"), ("image_s2", "s2"), ("label_osm", "osm"))]
+    outcome = fuzz(files, read, seed=4)
+    assert outcome["named_error"] > 0 and sum(outcome.values()) == CASES

@@ -9,14 +9,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .bands import (BEN19_CLASSES, BEN43_CLASSES, DFC_CLASSES, DW_CLASSES, EUROSAT_CLASSES, IGNORE_INDEX,
-                    MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, S2_L2A_BANDS, WORLDCOVER_CLASSES)
-from .base import DataError
+from .bands import (BEN19_CLASSES, BEN43_CLASSES, DFC_CLASSES, DW_CLASSES, EUROSAT_CLASSES, FMOW_CLASSES,
+                    GEOBENCH_TASKS, IGNORE_INDEX, MMEARTH_S2_BANDS, MODALITY_BANDS, OSM_CLASSES, S2_L1C_BANDS,
+                    S2_L2A_BANDS, WORLDCOVER_CLASSES)
+from .base import DATA_WARNINGS, DataError
 from .bigearthnet import BigEarthNetMM
+from .dfc2020 import DFC2020
 from .eurosat import EuroSATMS
+from .fmow import FMoWSentinel
 from .geobench import GeoBench
 from .mmearth import MMEarth
-from .readers import READERS
+from .noldo import NoLDOS12
+from .readers import FOLDERS, READERS
 from .sen12ms import SEN12MS
 from .ssl4eo import SSL4EOS12
 from .world import ensure_sample_world
@@ -95,7 +99,9 @@ def chapter_dataset(cfg: ChapterConfig, reader: str, folder: str, **kwargs: Any)
     return smoke_subset(open_dataset(reader, dataset_root(cfg, folder), in_memory, **kwargs), cfg)
 
 
-__all__ = ["SMOKE_SAMPLES", "chapter_dataset", "dataset_root", "smoke_subset", "open_dataset", "read_into_memory", "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "IGNORE_INDEX",
-           "MMEARTH_S2_BANDS", "MODALITY_BANDS", "S2_L1C_BANDS", "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "READERS",
-           "DataError", "BigEarthNetMM", "EuroSATMS", "GeoBench", "MMEarth", "SEN12MS", "SSL4EOS12",
+__all__ = ["SMOKE_SAMPLES", "chapter_dataset", "dataset_root", "smoke_subset", "open_dataset", "read_into_memory",
+           "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "FMOW_CLASSES",
+           "GEOBENCH_TASKS", "IGNORE_INDEX", "MMEARTH_S2_BANDS", "MODALITY_BANDS", "OSM_CLASSES", "S2_L1C_BANDS",
+           "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "DATA_WARNINGS", "FOLDERS", "READERS", "DataError", "BigEarthNetMM",
+           "DFC2020", "EuroSATMS", "FMoWSentinel", "GeoBench", "MMEarth", "NoLDOS12", "SEN12MS", "SSL4EOS12",
            "ensure_sample_world", "real_data_root"]

@@ -8,6 +8,8 @@ EuroSAT (Helber et al., 2019), GEO-Bench (Lacoste et al., 2023).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 # --------------------------------------------------------------------------------------------------
 # Sentinel-2 band names
 # --------------------------------------------------------------------------------------------------
@@ -110,3 +112,86 @@ IGBP_TO_SIMPLIFIED = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 3, 9: 3, 10: 
 
 EUROSAT_CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
                    "PermanentCrop", "Residential", "River", "SeaLake")
+
+#: Full IGBP classes of SEN12MS ``lc`` band 1 (values 1..17, MODIS MCD12Q1).
+IGBP_CLASSES = ("evergreen needleleaf forests", "evergreen broadleaf forests", "deciduous needleleaf forests",
+                "deciduous broadleaf forests", "mixed forests", "closed shrublands", "open shrublands",
+                "woody savannas", "savannas", "grasslands", "permanent wetlands", "croplands",
+                "urban and built-up lands", "cropland/natural vegetation mosaics", "permanent snow and ice",
+                "barren", "water bodies")
+
+# --------------------------------------------------------------------------------------------------
+# NoLDO-S12 downstream (CromSS): SSL4EO-S12@DW and SSL4EO-S12@OSM label files
+# --------------------------------------------------------------------------------------------------
+#: ``label_dw`` files: 0 = not annotated, 1..9 = ``DW_CLASSES``, 10 = cloud (not annotated either: the
+#: authors' loader ``dataset/dwosm_dataset_lmdb.py`` sets it to background before subtracting 1).
+NOLDO_DW_UNLABELLED, NOLDO_DW_CLOUD = 0, 10
+#: ``label_osm`` files: 0 = no OSM label, 1..13 the OSMlanduse classes. The book names them by their ID and the
+#: Dynamic World classes the paper relates them to (CromSS, Table I); the names of the OSMlanduse legend are not
+#: in the paper or the authors' code (they come from the WMS legend image), so they are not guessed here.
+OSM_TO_DW = {1: ("built area",), 2: ("built area",), 3: ("crops",), 4: ("trees", "grass"), 5: ("trees",),
+             6: ("bare ground",), 7: ("water",), 8: ("bare ground", "snow and ice"), 9: ("grass",),
+             10: ("grass", "shrub and scrub"), 11: ("trees", "crops"), 12: ("flooded vegetation",),
+             13: ("water", "flooded vegetation")}
+OSM_CLASSES = tuple(f"OSM {i} ({' / '.join(dw)})" for i, dw in OSM_TO_DW.items())
+
+# --------------------------------------------------------------------------------------------------
+# fMoW-Sentinel (Cong et al., 2022, SatMAE): the 62 fMoW categories in the order of SatMAE's
+# ``util/datasets.py`` CATEGORIES (label = index)
+# --------------------------------------------------------------------------------------------------
+FMOW_CLASSES = (
+    "airport", "airport_hangar", "airport_terminal", "amusement_park", "aquaculture", "archaeological_site", "barn",
+    "border_checkpoint", "burial_site", "car_dealership", "construction_site", "crop_field", "dam",
+    "debris_or_rubble", "educational_institution", "electric_substation", "factory_or_powerplant", "fire_station",
+    "flooded_road", "fountain", "gas_station", "golf_course", "ground_transportation_station", "helipad",
+    "hospital", "impoverished_settlement", "interchange", "lake_or_pond", "lighthouse", "military_facility",
+    "multi-unit_residential", "nuclear_powerplant", "office_building", "oil_or_gas_facility", "park",
+    "parking_lot_or_garage", "place_of_worship", "police_station", "port", "prison", "race_track",
+    "railway_bridge", "recreational_facility", "road_bridge", "runway", "shipyard", "shopping_mall",
+    "single-unit_residential", "smokestack", "solar_farm", "space_facility", "stadium", "storage_tank",
+    "surface_mine", "swimming_pool", "toll_booth", "tower", "tunnel_opening", "waste_disposal",
+    "water_treatment_facility", "wind_farm", "zoo",
+)
+
+# --------------------------------------------------------------------------------------------------
+# GEO-Bench tasks (Lacoste et al., 2023; github.com/ServiceNow/geo-bench make_benchmark/dataset_converters)
+# --------------------------------------------------------------------------------------------------
+#: GEO-Bench band dataset names of So2Sat's 8 Sentinel-1 channels (``geobench.dataset.sentinel1_8_bands``).
+GEOBENCH_S1_BANDS = ("01 - VH.Real", "02 - VH.Imaginary", "03 - VV.Real", "04 - VV.Imaginary",
+                     "05 - VH.LEE Filtered", "06 - VV.LEE Filtered", "07 - VH.LEE Filtered.Real",
+                     "08 - VV.LEE Filtered.Imaginary")
+GEOBENCH_CLOUD_BAND = "Cloud Probability"
+#: So2Sat's 17 local climate zones (label 0..16).
+LCZ_CLASSES = ("compact high-rise", "compact mid-rise", "compact low-rise", "open high-rise", "open mid-rise",
+               "open low-rise", "lightweight low-rise", "large low-rise", "sparsely built", "heavy industry",
+               "dense trees", "scattered trees", "bush, scrub", "low plants", "bare rock or paved",
+               "bare soil or sand", "water")
+#: Benin smallholder cashews (``benin_smallholder_cashews.py`` LABELS), class 0 = no data.
+CASHEW_CLASSES = ("no data", "well-managed plantation", "poorly-managed plantation", "non-plantation",
+                  "residential", "background", "uncertain")
+#: South Africa crop types (``crop_type_south_africa.py`` crop_labels), class 0 = no data.
+SA_CROP_CLASSES = ("no data", "lucerne/medics", "planted pastures (perennial)", "fallow", "wine grapes", "weeds",
+                   "small grain grazing", "wheat", "canola", "rooibos")
+
+
+class GeoBenchTask(NamedTuple):
+    """A GEO-Bench task's label kind ("multiclass", "multilabel" or "segmentation"), class names and bands."""
+    kind: str
+    classes: tuple[str, ...]
+    bands: tuple[str, ...]
+
+
+_S2_NO_CIRRUS = tuple(b for b in GEOBENCH_S2_BANDS if "Cirrus" not in b)
+#: The tasks the book reads: label kind, class names (the count is the task's) and the band datasets a
+#: sample holds, from each task's converter. m-cashew-plantation stores every band with its acquisition date
+#: appended (``"02 - Blue_2019-11-05"``, ``Band.get_descriptor``); the reader matches such names.
+GEOBENCH_TASKS = {
+    "m-eurosat": GeoBenchTask("multiclass", EUROSAT_CLASSES, GEOBENCH_S2_BANDS),
+    "m-bigearthnet": GeoBenchTask("multilabel", BEN43_CLASSES, _S2_NO_CIRRUS),
+    "m-brick-kiln": GeoBenchTask("multiclass", ("not brick kiln", "brick kiln"), GEOBENCH_S2_BANDS),
+    "m-so2sat": GeoBenchTask("multiclass", LCZ_CLASSES,
+                             GEOBENCH_S1_BANDS + GEOBENCH_S2_BANDS[1:9] + GEOBENCH_S2_BANDS[-2:]),
+    "m-cashew-plantation": GeoBenchTask("segmentation", CASHEW_CLASSES, _S2_NO_CIRRUS + (GEOBENCH_CLOUD_BAND,)),
+    "m-SA-crop-type": GeoBenchTask("segmentation", SA_CROP_CLASSES, _S2_NO_CIRRUS + (GEOBENCH_CLOUD_BAND,)),
+    "m-landcover-seg": GeoBenchTask("segmentation", DW_CLASSES, GEOBENCH_S2_BANDS),  # the sample world's own task
+}

@@ -19,6 +19,9 @@ from torch.utils.data import Dataset
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
+CRS_POLICY = ("warn", "raise", "ignore")
+#: Warnings of one kind printed per process; the rest are counted (see :func:`data_warnings`).
+WARNINGS_SHOWN = 10
 
 
 class DataError(ValueError):
@@ -34,6 +37,54 @@ class DataError(ValueError):
 HDF5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
 
 
+class DataWarnings:
+    """What readers noticed but read anyway (a GeoTIFF without CRS, a known broken patch dropped from a list).
+
+    Each warning is logged once per (file, problem), the first :data:`WARNINGS_SHOWN` of each problem only;
+    all are counted, so ``python -m eobook data check`` can report them. One instance per process.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.first: list[tuple[str, str]] = []   # (file, problem), the first WARNINGS_SHOWN of all
+        self.per_problem: dict[str, int] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def warn(self, path: str | os.PathLike, problem: str, kind: str | None = None) -> None:
+        """Record (and log, while few) that ``path`` has ``problem``; ``kind`` groups problems for the log."""
+        key = (str(path), problem)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.count += 1
+        kind = kind or problem
+        n = self.per_problem[kind] = self.per_problem.get(kind, 0) + 1
+        if len(self.first) < WARNINGS_SHOWN:
+            self.first.append(key)
+        if n <= WARNINGS_SHOWN:
+            tail = f" (further files with this problem are counted, not logged)" if n == WARNINGS_SHOWN else ""
+            log.warning("%s: %s%s", path, problem, tail)
+
+
+#: The process's data warnings (readers write, ``data check`` reads and resets).
+DATA_WARNINGS = DataWarnings()
+
+
+def warn_data(path: str | os.PathLike, problem: str, kind: str | None = None) -> None:
+    """Warn that ``path`` has ``problem`` and go on (see :class:`DataWarnings`)."""
+    DATA_WARNINGS.warn(path, problem, kind)
+
+
+def check_split(split: str | None, splits, optional: bool = True) -> str | None:
+    """``split`` if it is one of ``splits`` (or None when ``optional``), else a ValueError listing them."""
+    if split in splits or (split is None and optional):
+        return split
+    raise ValueError(f"split: expected one of {tuple(splits)}{' or None' if optional else ''}, got {split!r}")
+
+
 def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error: expected one of {ON_ERROR}, got {on_error!r}")
@@ -47,6 +98,14 @@ class EODataset(Dataset):
     (index + 1, wrapping), logged as a warning and counted in :attr:`skipped`; :meth:`skip_report`
     summarises them. Each DataLoader worker keeps its own count.
     """
+
+    #: Where a sample's label lies, how it reads ("scene": one class index, "multilabel": multi-hot,
+    #: "segmentation": a class per pixel, None: no label), and the class names (for ``data check``).
+    label_key: str | None = "label"
+    label_kind: str | None = None
+    classes: tuple[str, ...] = ()
+    #: The expected on-disk layout, in a phrase (the message for a root in another layout).
+    LAYOUT = ""
 
     def __init__(self, on_error: str = "raise", store=None):
         self.on_error = check_on_error(on_error)
@@ -100,15 +159,16 @@ def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Checked reading
 # --------------------------------------------------------------------------------------------------
-def read_tif(path: Path, dtypes: Sequence[str] | None = None, bands: int | None = None,
-             crs_required: bool = False, nodata_check: bool = True) -> np.ndarray:
+def read_tif(path: Path, dtypes: Sequence[str] | None = None, bands: int | Sequence[int] | None = None,
+             crs: str = "warn", nodata_check: bool = True) -> np.ndarray:
     """Read all bands of a GeoTIFF as [C, H, W], refusing missing, corrupt or implausible files.
 
     Args:
         path: the file.
         dtypes: accepted numpy dtype names (None: any).
-        bands: required band count (None: any).
-        crs_required: refuse files without a coordinate reference system.
+        bands: required band count, or the accepted counts (None: any).
+        crs: a file without a coordinate reference system is read with a warning (``"warn"``, the default:
+            several real datasets ship patches without one), refused (``"raise"``) or read (``"ignore"``).
         nodata_check: refuse NaN/inf values and patches that are entirely the file's nodata value
             (or entirely zero when the file declares none).
     """
@@ -121,10 +181,14 @@ def read_tif(path: Path, dtypes: Sequence[str] | None = None, bands: int | None 
         with rasterio.open(path) as src:
             if dtypes is not None and src.dtypes[0] not in dtypes:
                 raise DataError(path, f"dtype {src.dtypes[0]}, expected one of {tuple(dtypes)}")
-            if bands is not None and src.count != bands:
-                raise DataError(path, f"{src.count} bands, expected {bands}")
-            if crs_required and src.crs is None:
-                raise DataError(path, "no CRS (georeferencing missing)")
+            counts = (bands,) if isinstance(bands, int) else bands
+            if counts is not None and src.count not in counts:
+                expected = counts[0] if len(counts) == 1 else " or ".join(map(str, counts))
+                raise DataError(path, f"{src.count} bands, expected {expected}")
+            if src.crs is None and crs != "ignore":
+                if crs == "raise":
+                    raise DataError(path, "no CRS (georeferencing missing)")
+                warn_data(path, "no CRS (georeferencing missing); read without it", kind="no CRS")
             nodata = src.nodata
             array = src.read()
     except RasterioIOError as err:
@@ -141,6 +205,15 @@ def check_values(path: Path | str, array: np.ndarray, nodata: float | None = Non
     fill = 0 if nodata is None else nodata
     if array.size and (array == fill).all():
         raise DataError(path, f"all pixels are nodata ({fill})")
+
+
+def as_float32(path: Path | str, array: np.ndarray) -> np.ndarray:
+    """``array`` as float32, refusing values that float32 cannot hold (a damaged float64 file)."""
+    with np.errstate(over="ignore"):  # reported below, naming the file
+        out = array.astype(np.float32)
+    if array.dtype.itemsize > 4 and array.dtype.kind == "f" and not np.isfinite(out).all():
+        raise DataError(path, f"{int((~np.isfinite(out)).sum())} values beyond the float32 range")
+    return out
 
 
 def resample_to(array: np.ndarray, size: int, path: Path | str, order: int = 3) -> np.ndarray:

@@ -11,6 +11,11 @@ Two on-disk layouts, detected from ``root`` (or forced with ``layout``):
   ``corresponding_s2_patch`` pairs it with its S2 patch. Splits: ``{train,val,test}.csv`` in ``root``
   (first column the S2 patch name, an optional second column its S1 patch name).
   Snow/cloud lists: ``patches_with_seasonal_snow.csv``, ``patches_with_cloud_and_shadow.csv``.
+  ``split_scheme="seco"`` reads instead the lists ``bigearthnet-{train,val,test}.txt`` (one S2 patch name a
+  line) that DINO-MM's loader (github.com/zhu-xlab/DINO-MM ``datasets/BigEarthNet/bigearthnet_dataset_seco.py``)
+  downloads from ``storage.googleapis.com/remote_sensing_representations/`` (the lists of Neumann et al.,
+  2019, used by SeCo); DINO-MM then drops the snow and cloud/shadow patches (``remove_snow_cloud=True``).
+  The paper's 311,667 / 103,944 / 118,065 could not be checked against the lists offline.
 * ``v2`` (reBEN): ``BigEarthNet-S2/<tile>/<patch>/<patch>_Bxx.tif``, ``BigEarthNet-S1/<tile>/<patch>/...``
   and ``metadata.parquet`` (``patch_id``, ``labels`` as 19-class names, ``split``, ``s1_name``, and
   optionally ``contains_seasonal_snow`` / ``contains_cloud_or_shadow``).
@@ -32,6 +37,10 @@ from .store import open_packed
 from .transforms import BEN_S2_MEAN, BEN_S2_STD, DINO_MM_S1_MEAN, DINO_MM_S1_STD, normalize_s2_meanstd2, standardize
 
 SPLITS = ("train", "val", "test")
+#: Where a split's patch names come from: the official split csvs (v1) / metadata.parquet (v2), or the
+#: SeCo lists that DINO-MM reads (v1 only).
+SPLIT_SCHEMES = ("official", "seco")
+SECO_LIST = "bigearthnet-{split}.txt"
 SNOW_CLOUD_LISTS = ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv")
 _V2_SPLIT_NAME = {"train": "train", "val": "validation", "test": "test"}
 
@@ -73,6 +82,8 @@ class BigEarthNetMM(EODataset):
     Args:
         root: folder holding the v1 or v2 layout, or a packed store made by ``eobook data prepare``.
         split: ``train``, ``val``, ``test`` or None (every patch found).
+        split_scheme: ``official`` (``{split}.csv`` / reBEN's split column) or ``seco`` (DINO-MM's lists
+            ``bigearthnet-{split}.txt``, v1 only).
         layout: ``v1``, ``v2`` or None (detect).
         normalize: apply the documented normalisation; False returns DN / dB values.
         remove_snow_cloud: drop the patches of the official snow and cloud/shadow lists.
@@ -80,11 +91,19 @@ class BigEarthNetMM(EODataset):
         on_error: ``raise`` or ``skip`` (see :class:`~eobook.data.base.EODataset`).
     """
 
+    label_kind, classes = "multilabel", BEN19_CLASSES
+    LAYOUT = ("BigEarthNet-v1.0/ and BigEarthNet-S1-v1.0/ patch folders with {train,val,test}.csv (v1), or "
+              "BigEarthNet-S2/, BigEarthNet-S1/ and metadata.parquet (v2, reBEN)")
+
     def __init__(self, root, split: str | None = None, layout: str | None = None, normalize: bool = True,
-                 remove_snow_cloud: bool = False, size: int | None = None, on_error: str = "raise"):
+                 remove_snow_cloud: bool = False, size: int | None = None, on_error: str = "raise",
+                 split_scheme: str = "official"):
         self.root = Path(root)
         if split is not None and split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS} or None, got {split!r}")
+        if split_scheme not in SPLIT_SCHEMES:
+            raise ValueError(f"split_scheme: expected one of {SPLIT_SCHEMES}, got {split_scheme!r}")
+        self.split_scheme = split_scheme
         self.split, self.normalize, self.size = split, normalize, size
         store = open_packed(self.root, type(self).__name__, split)
         super().__init__(on_error, store)
@@ -95,6 +114,8 @@ class BigEarthNetMM(EODataset):
             self.patches = store.ids
             return
         self.layout = layout or self._detect_layout()
+        if split_scheme == "seco" and self.layout != "v1":
+            raise DataError(self.root, "split_scheme='seco': the SeCo lists name BigEarthNet v1 patches; this is v2")
         index = self._index_v1() if self.layout == "v1" else self._index_v2()
         if remove_snow_cloud:
             index = self._without_snow_cloud(index)
@@ -119,6 +140,8 @@ class BigEarthNetMM(EODataset):
         if self.split is None:
             names = sorted(p.name for p in (self.root / "BigEarthNet-v1.0").iterdir() if p.is_dir())
             rows = [[n] for n in names]
+        elif self.split_scheme == "seco":
+            rows = self._read_csv(self.root / SECO_LIST.format(split=self.split))
         else:
             rows = self._read_csv(self.root / f"{self.split}.csv")
         index = []
@@ -190,13 +213,13 @@ class BigEarthNetMM(EODataset):
     def raw_sample(self, index: int) -> dict[str, Any]:
         name = self.patches[index]
         s2_dir, s1_dir = self._s2_folder(name), self._s1_folder(self.s1_of[name])
-        ref = read_tif(s2_dir / f"{name}_B02.tif", dtypes=("uint16", "int16"), bands=1, crs_required=True)
+        ref = read_tif(s2_dir / f"{name}_B02.tif", dtypes=("uint16", "int16"), bands=1)
         require_size(s2_dir / f"{name}_B02.tif", ref, self.size)
         size = ref.shape[-1]
         s2 = []
         for band in S2_L2A_BANDS:  # [1, h, w] each, h = size * 10 / gsd
             path = s2_dir / f"{name}_{band}.tif"
-            array = read_tif(path, dtypes=("uint16", "int16"), bands=1, crs_required=True)
+            array = read_tif(path, dtypes=("uint16", "int16"), bands=1)
             if array.shape[-1] * S2_BAND_GSD[band] != size * 10:
                 raise DataError(path, f"size {array.shape[-1]} at {S2_BAND_GSD[band]} m does not match "
                                       f"{size} px at 10 m")
@@ -204,7 +227,7 @@ class BigEarthNetMM(EODataset):
         s1 = []
         for pol in S1_BANDS:
             path = s1_dir / f"{self.s1_of[name]}_{pol}.tif"
-            array = read_tif(path, dtypes=("float32",), bands=1, crs_required=True)
+            array = read_tif(path, dtypes=("float32",), bands=1)
             if array.shape[-1] != size:
                 raise DataError(path, f"size {array.shape[-1]}, its S2 patch has {size}")
             s1.append(array.astype(np.float32))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .bands import EUROSAT_CLASSES
-from .base import DataError, EODataset, read_tif, require_size, to_tensors
+from .base import DataError, EODataset, check_split, read_tif, require_size, to_tensors
 from .store import open_packed
 from .transforms import SSL4EO_S2C_MEAN, SSL4EO_S2C_STD, normalize_s2_meanstd2
 
@@ -33,11 +33,12 @@ def hash_split(name: str) -> str:
 class EuroSATMS(EODataset):
     """EuroSAT-MS as ``{"s2": float32 [13, H, W], "label": int64 (index in EUROSAT_CLASSES), "id"}``."""
 
+    label_kind, classes = "scene", EUROSAT_CLASSES
+    LAYOUT = "<ClassName>/<ClassName>_<n>.tif folders of the 10 EuroSAT classes (optional eurosat-<split>.txt lists)"
+
     def __init__(self, root, split: str | None = "train", normalize: bool = True, size: int | None = None,
                  on_error: str = "raise"):
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"split: expected one of {SPLITS} or None, got {split!r}")
-        self.root, self.split, self.normalize, self.size = Path(root), split, normalize, size
+        self.root, self.split, self.normalize, self.size = Path(root), check_split(split, SPLITS), normalize, size
         store = open_packed(self.root, type(self).__name__, split)
         super().__init__(on_error, store)
         if store is not None:

@@ -6,6 +6,13 @@ Layout: ``<root>/{classification,segmentation}_v1.0/<task>/<sample>.hdf5`` plus,
 ``band_stats.json`` and ``{0.01x,...,1.00x}_train_partition.json`` (or ``default_partition.json``),
 each ``{"train": [...], "valid": [...], "test": [...]}``. ``root`` may also be the task folder itself.
 
+Band datasets are named as GEO-Bench's ``Band.get_descriptor``: the band's name, with ``_<date>`` appended
+where the band has a date (m-cashew-plantation: ``"02 - Blue_2019-11-05"``); a sample holding one band on
+several dates is refused. The reader returns the task's Sentinel-2 bands (those of ``GEOBENCH_S2_BANDS`` that
+``band_stats.json`` lists): m-so2sat's 8 Sentinel-1 channels and the cloud-probability band of
+m-cashew-plantation and m-SA-crop-type are not read. ``GEOBENCH_TASKS`` records each task's label kind and
+classes (from GEO-Bench's converters); labels outside them are errors naming the file.
+
 Labels: segmentation tasks store a ``label`` band dataset. Classification tasks keep the label in a
 pickled ``attrs["pickle"]`` that references GEO-Bench's own classes. The book never runs that pickle:
 :func:`read_pickled_label` replays it with an unpickler that builds only plain containers and numpy
@@ -24,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .bands import GEOBENCH_S2_BANDS
+from .bands import GEOBENCH_S2_BANDS, GEOBENCH_TASKS
 from .base import HDF5_ERRORS, DataError, EODataset, check_values, read_json, require_size, to_tensors
 from .store import open_packed
 from .transforms import standardize
 
+#: Folder names of GEO-Bench's converters (``DATASET_NAME``) for the benchmark's task names.
+TASK_ALIASES = {"brick_kiln_v1.0": "m-brick-kiln"}
 _SPLIT_NAME = {"train": "train", "val": "valid", "valid": "valid", "test": "test"}
 _NUMPY_RECONSTRUCTORS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -73,6 +82,40 @@ def read_pickled_label(path: Path, attrs) -> Any:
     return meta["label"]
 
 
+def band_datasets(path: Path, f, bands) -> list[str]:
+    """The dataset of each band in an open GEO-Bench HDF5: its name, or its name with a date appended."""
+    names, missing = [], []
+    keys = list(f.keys())
+    for band in bands:
+        if band in f:
+            names.append(band)
+            continue
+        dated = [k for k in keys if k.startswith(band + "_")]
+        if len(dated) > 1:
+            raise DataError(path, f"band {band!r} on {len(dated)} dates ({dated[:3]}...): the reader reads "
+                                  "single-date samples")
+        (names.append(dated[0]) if dated else missing.append(band))
+    if missing:
+        raise DataError(path, f"missing band dataset(s) {missing}")
+    return names
+
+
+def check_label(path: Path, label: np.ndarray, spec) -> None:
+    """Refuse a label that does not fit the task's kind and class count."""
+    n = len(spec.classes)
+    if spec.kind == "segmentation":
+        if label.ndim != 2:
+            raise DataError(path, f"label of shape {label.shape}, a segmentation task has a [H, W] mask")
+        if label.min() < 0 or label.max() >= n:
+            bad = sorted(set(label[(label < 0) | (label >= n)].tolist()))[:5]
+            raise DataError(path, f"label value(s) {bad}, expected the task's classes 0..{n - 1}")
+    elif spec.kind == "multilabel":
+        if label.shape != (n,) or not np.isin(label, (0, 1)).all():
+            raise DataError(path, f"label of shape {label.shape}, expected a {n}-class multi-hot vector")
+    elif label.ndim != 0 or not 0 <= int(label) < n:
+        raise DataError(path, f"label {label.tolist()}, expected one class index 0..{n - 1}")
+
+
 def find_task_dir(root: Path, task: str | None) -> Path:
     if task is None:
         if (root / "band_stats.json").is_file():
@@ -101,6 +144,9 @@ class GeoBench(EODataset):
         normalize, size, on_error: as in :class:`~eobook.data.BigEarthNetMM`.
     """
 
+    LAYOUT = ("{classification,segmentation}_v1.0/<task>/ folders (or one task folder) with band_stats.json, "
+              "*_partition.json and one <sample>.hdf5 per sample")
+
     def __init__(self, root, task: str | None = None, split: str = "train", partition: str = "1.00x",
                  normalize: bool = True, size: int | None = None, on_error: str = "raise"):
         if split not in _SPLIT_NAME:
@@ -110,10 +156,12 @@ class GeoBench(EODataset):
         store = open_packed(self.root, type(self).__name__, self.split)
         super().__init__(on_error, store)
         if store is not None:
+            self._set_task(store.attrs.get("task") or task)
             self.samples, self.band_stats = store.ids, store.attrs["band_stats"]
             self.bands = tuple(store.attrs["bands"])
             return
         self.task_dir = find_task_dir(self.root, task)
+        self._set_task(self.task_dir.name)
         self.band_stats = read_json(self.task_dir / "band_stats.json")
         self.bands = tuple(b for b in GEOBENCH_S2_BANDS if b in self.band_stats)
         partition_file = self._partition_file()
@@ -123,6 +171,15 @@ class GeoBench(EODataset):
         self.samples = list(parts[self.split])
         sidecar = self.task_dir / "labels.json"
         self.sidecar_labels = read_json(sidecar) if sidecar.is_file() else None
+
+    def _set_task(self, name: str | None) -> None:
+        """Label kind and classes of a task the book knows (``GEOBENCH_TASKS``); else taken from the labels."""
+        self.task_name = name
+        spec = GEOBENCH_TASKS.get(TASK_ALIASES.get(name or "", name or ""))
+        self.spec = spec
+        if spec is not None:
+            self.label_kind = "scene" if spec.kind == "multiclass" else spec.kind
+            self.classes = spec.classes
 
     def _partition_file(self) -> Path:
         path = self.task_dir / f"{self.partition}_train_partition.json"
@@ -142,10 +199,7 @@ class GeoBench(EODataset):
             raise DataError(path, "missing file")
         try:
             with h5py.File(path, "r") as f:
-                missing = [b for b in self.bands if b not in f]
-                if missing:
-                    raise DataError(path, f"missing band dataset(s) {missing}")
-                s2 = np.stack([f[b][()] for b in self.bands]).astype(np.float32)  # [C, H, W]
+                s2 = np.stack([f[name][()] for name in band_datasets(path, f, self.bands)]).astype(np.float32)  # [C,H,W]
                 if "label" in f:
                     label = f["label"][()].astype(np.int64)  # segmentation mask [H, W]
                 elif self.sidecar_labels is not None:
@@ -162,6 +216,8 @@ class GeoBench(EODataset):
         if label.ndim == 2 and label.shape != s2.shape[-2:]:
             raise DataError(path, f"label mask {label.shape}, bands {s2.shape[-2:]}")
         label = label.astype(np.int64) if label.ndim != 1 else label.astype(np.float32)
+        if self.spec is not None:
+            check_label(path, label, self.spec)
         return {"s2": s2, "label": label, "id": name}
 
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:

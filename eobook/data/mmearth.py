@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .bands import MMEARTH_S2_BANDS, MODALITY_BANDS, WORLDCOVER_CODES, WORLDCOVER_NODATA_CLASS
+from .bands import MMEARTH_S2_BANDS, MODALITY_BANDS, WORLDCOVER_CLASSES, WORLDCOVER_CODES, WORLDCOVER_NODATA_CLASS
 from .base import HDF5_ERRORS, DataError, EODataset, check_values, read_json, require_size, to_tensors
 from .store import open_packed
 from .transforms import standardize
@@ -67,10 +67,16 @@ class MMEarth(EODataset):
     The HDF5 file is opened once per process (DataLoader worker) on first use, not once per item.
     """
 
+    LAYOUT = "data_1M_v001_64.h5 (or another MMEarth HDF5) with its _band_stats.json, _splits.json, _tile_info.json"
+
     def __init__(self, path, modalities=MODALITIES, split: str | None = "train", normalize: bool = True,
                  size: int | None = None, on_error: str = "raise"):
         self.path = Path(path)
         self.modalities = tuple(modalities)
+        if "seg" in self.modalities:
+            self.label_key, self.label_kind, self.classes = "seg", "segmentation", WORLDCOVER_CLASSES
+        else:
+            self.label_key = None
         if set(self.modalities) - set(MODALITIES) or not self.modalities:
             raise ValueError(f"modalities: expected a non-empty subset of {MODALITIES}, got {modalities!r}")
         if split is not None and split not in SPLITS:

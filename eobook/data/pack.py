@@ -118,8 +118,9 @@ def _bigearthnet_attrs(reader) -> dict[str, Any]:
     return {"layout": reader.layout, "snow_cloud": snow_cloud}
 
 
-def prepare(name: str, root: Path, out: Path, task: str | None = None) -> Path:
-    """Pack dataset ``name`` (a reader class name, e.g. ``BigEarthNetMM``) found at ``root`` into ``out``."""
+def prepare(name: str, root: Path, out: Path, task: str | None = None, split: str | None = None) -> Path:
+    """Pack dataset ``name`` (a reader class name, e.g. ``BigEarthNetMM``) found at ``root`` into ``out``
+    (``task``: GEO-Bench's or NoLDO-S12's; ``split``: NoLDO-S12's, one per store)."""
     if name not in READERS:
         raise ValueError(f"dataset: expected one of {sorted(READERS)}, got {name!r}")
     cls = READERS[name]
@@ -129,13 +130,25 @@ def prepare(name: str, root: Path, out: Path, task: str | None = None) -> Path:
         parts, attrs, seasonal = _ssl4eo_parts(root, cls)
     elif name == "GeoBench":
         parts = [(s, cls(root, task=task, split=s, normalize=False)) for s in ("train", "valid", "test")]
-        attrs = {"band_stats": parts[0][1].band_stats, "bands": list(parts[0][1].bands)}
+        attrs = {"band_stats": parts[0][1].band_stats, "bands": list(parts[0][1].bands), "task": parts[0][1].task_name}
     elif name == "MMEarth":
         parts = [(s, cls(root, split=s, normalize=False)) for s in ("train", "val", "test")]
         attrs = {"band_stats": parts[0][1].stats}
     elif name == "SEN12MS":
+        parts = [(s, cls(root, split=s, normalize=False)) for s in ("train", "test")]
+        attrs = {}
+    elif name == "DFC2020":
         parts = [(s, cls(root, split=s, normalize=False)) for s in ("validation", "test")]
         attrs = {}
+    elif name == "NoLDOS12":
+        # one store per task and split: training tiles (510 px) and test tiles (512 px) differ in size
+        if task not in ("dw", "osm") or split not in ("train", "test"):
+            raise ValueError(f"NoLDOS12 packs one task ('dw' or 'osm') and one split ('train' or 'test') per store, "
+                             f"got task={task!r}, split={split!r}")
+        parts = [(f"{task}_{split}", cls(root, task=task, split=split, normalize=False))]
+        attrs = {"task": task}
+    elif name == "FMoWSentinel":
+        raise ValueError("FMoWSentinel: its images differ in size, so they are not packed; read the folder")
     else:  # BigEarthNetMM, EuroSATMS: train / val / test lists
         parts = [(s, cls(root, split=s, normalize=False)) for s in ("train", "val", "test")]
         attrs = _bigearthnet_attrs(parts[0][1]) if name == "BigEarthNetMM" else {}

@@ -73,6 +73,8 @@ class SSL4EOS12(EODataset):
         n_seasons: season folders per location (4 in SSL4EO-S12; fewer for partial copies).
     """
 
+    LAYOUT = "s1/, s2a/, s2c/ (and dw/) folders of <7-digit location id>/<product id>/ GeoTIFF bands"
+
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
                  on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS):
@@ -87,6 +89,12 @@ class SSL4EOS12(EODataset):
         self.seasons, self.seed, self.epoch = seasons, seed, 0
         self.dw_labels, self.multilabels, self.normalize, self.size = dw_labels, multilabels, normalize, size
         self.dw_dir = dw_dir
+        if dw_labels:
+            self.label_key, self.label_kind, self.classes = "dw", "segmentation", DW_CLASSES
+        elif multilabels:
+            self.label_key, self.label_kind, self.classes = "multilabel", "multilabel", DW_CLASSES
+        else:
+            self.label_key = None
         store = open_packed(self.root, type(self).__name__, None)
         super().__init__(on_error, store)
         if store is not None:

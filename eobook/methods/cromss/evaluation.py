@@ -74,10 +74,9 @@ def noisy_label_dataset(cfg: CromSSConfig) -> Dataset:
 def downstream_datasets(cfg: CromSSConfig) -> tuple[Dataset, Dataset]:
     """DFC2020 (Table II): fine-tune on its validation split, test on its test split (clean labels).
 
-    ``cfg.downstream_root`` is the DFC2020 / SEN12MS folder; "" = the one under ``data_root`` (or the
-    sample world's)."""
-    root = Path(cfg.downstream_root) if cfg.downstream_root else dataset_root(cfg, "SEN12MS")
-    train, test = (open_dataset("SEN12MS", root, cfg.cache_data, split=split) for split in ("train", "test"))
+    ``cfg.downstream_root`` is the DFC2020 folder; "" = the one under ``data_root`` (or the sample world's)."""
+    root = Path(cfg.downstream_root) if cfg.downstream_root else dataset_root(cfg, "DFC2020")
+    train, test = (open_dataset("DFC2020", root, cfg.cache_data, split=split) for split in ("train", "test"))
     return train, test
 
 
