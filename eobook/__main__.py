@@ -86,32 +86,46 @@ def run_chapter(chapter: str, profile: str, folder: Path, overrides: dict[str, s
     (folder / "FAILED").unlink(missing_ok=True)
     notebook = NOTEBOOK_DIR / get_chapter(chapter).notebook
     executed = folder / notebook.name
+    # The kernel runs in the run folder, given it as ".", so that no cell (not even the parameters cell that
+    # Papermill injects) shows where the run folder lies on this machine.
     # The kernel inherits this environment: the command for its provenance record, and an inline
     # matplotlib backend so that figures land in the executed notebook (and the book) even where
     # MPLBACKEND names a non-interactive backend such as Agg, which draws nothing into cell outputs.
     # OpenMP threads that wait passively: spinning threads starve each other as soon as another process
     # shares the cores (a Fus-MAE small step took 10 s instead of 0.4 s beside one other job on 2 cores).
-    kernel_env = {"EOBOOK_COMMAND": json.dumps([sys.executable, "-m", "eobook", *sys.argv[1:]]),
+    kernel_env = {"EOBOOK_COMMAND": json.dumps(["python", "-m", "eobook", *sys.argv[1:]]),
                   "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                   "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     print(f"[{chapter}] profile={profile} -> {folder}")
     try:
         with environment(kernel_env):
-            papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
-                                       parameters={"profile": profile, "out_dir": str(folder.resolve()),
-                                                   "overrides": overrides},
+            papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel, cwd=str(folder.resolve()),
+                                       parameters={"profile": profile, "out_dir": ".", "overrides": overrides},
                                        progress_bar=False, log_output=False)
     except Exception as err:  # papermill raises PapermillExecutionError with the failing cell
+        if executed.exists():
+            forget_paths(executed, notebook.name)
         mark_failed(folder, err)
         print(f"[{chapter}] FAILED: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}\n"
               f"[{chapter}] executed notebook with the error: {executed}", file=sys.stderr)
         return False
+    forget_paths(executed, notebook.name)
     if run_status(folder) != "complete":
         mark_failed(folder, RuntimeError("the notebook ended without calling run.folder.finish()"))
         print(f"[{chapter}] FAILED: the notebook did not record complete metrics", file=sys.stderr)
         return False
     print(f"[{chapter}] done: {folder / 'metrics.json'}")
     return True
+
+
+def forget_paths(executed: Path, source_name: str) -> None:
+    """Papermill records where its input and output notebooks lay on this machine: keep only their names."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    record = nb.metadata.get("papermill", {})
+    record.update(input_path=f"notebooks/{source_name}", output_path=executed.name)
+    nbformat.write(nb, executed)
 
 
 @contextlib.contextmanager

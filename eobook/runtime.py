@@ -315,15 +315,15 @@ class RunFolder:
         if self.path is not None:
             atomic_write_json(self.path / "metrics.json", {"status": status, **self.metrics})
 
-    def savefig(self, fig, name: str, dpi: int = 110) -> Path | None:
-        """Save a matplotlib figure as ``figures/<name>.png`` (no-op outside a run folder)."""
+    def savefig(self, fig, name: str, dpi: int = 110) -> None:
+        """Save a matplotlib figure as ``figures/<name>.png`` (no-op outside a run folder). Returns nothing, so
+        that a cell ending with it shows the figure and no path."""
         if self.path is None:
-            return None
+            return
         target = self.path / "figures" / f"{name}.png"
         tmp = target.with_name(f".{target.name}.tmp.png")
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, target)
-        return target
 
 
 @dataclasses.dataclass

@@ -88,6 +88,15 @@ def test_complete_runs_are_skipped_unless_forced(chapters, capsys):
     assert not marker.exists() and status(out / "good") == "complete"
 
 
+def test_an_executed_notebook_shows_no_path_of_this_machine(chapters):
+    out = chapters / "runs"
+    assert main(["run", "good", "--out", str(out)]) == 0
+    executed = (out / "good" / "good.ipynb").read_text()
+    assert 'out_dir = \\".\\"' in executed                       # the injected parameters cell
+    assert str(chapters) not in executed and "PosixPath" not in executed
+    assert (out / "good" / "metrics.json").is_file()           # written inside the run folder all the same
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "nochapter", "--out", "x"], "unknown chapter(s) ['nochapter']; valid chapters:"),
     (["run", "good", "--out", "x", "--profile", "huge"], "unknown profile 'huge'; valid profiles: ['tiny', 'small', 'full']"),
