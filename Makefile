@@ -35,7 +35,8 @@ test: data
 book: data
 	$(PY) -m eobook run all --profile tiny --out $(RUNS) --force
 	$(PY) -m eobook collect --runs $(RUNS) --dest book/chapters
-	mkdir -p book/figures
+	mkdir -p book/figures book/_extra
+	rm -rf book/_extra/mathjax && cp -r "$$($(PY) -c 'import jupyter_server_mathjax, pathlib; print(pathlib.Path(jupyter_server_mathjax.__file__).parent / "static")')" book/_extra/mathjax
 	$(PY) -c "import matplotlib; matplotlib.use('Agg'); from eobook.viz import package_diagram; package_diagram().savefig('book/figures/package_layout.png', dpi=110)"
 	$(VENV)/bin/jupyter-book build book --config _config.yml -W -n --keep-going --path-output .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
