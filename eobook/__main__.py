@@ -95,7 +95,8 @@ def run_chapter(chapter: str, profile: str, folder: Path, overrides: dict[str, s
     # shares the cores (a Fus-MAE small step took 10 s instead of 0.4 s beside one other job on 2 cores).
     kernel_env = {"EOBOOK_COMMAND": json.dumps(["python", "-m", "eobook", *sys.argv[1:]]),
                   "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                  "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+                  "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+                  "EOBOOK_PROGRESS": "0"}  # no progress bars in executed notebooks (they would be the book's)
     print(f"[{chapter}] profile={profile} -> {folder}")
     try:
         with environment(kernel_env):

@@ -224,9 +224,20 @@ def make_loader(dataset: Dataset, sampler: ResumableBatchSampler, num_workers: i
 
 
 def _progress_enabled(setting: str) -> bool:
+    """"auto": a bar on a terminal and in an interactive notebook (a widget in JupyterLab), never in a
+    headless run (``python -m eobook run`` sets ``EOBOOK_PROGRESS=0``, so the book shows no bars)."""
     if setting == "auto":
-        return sys.stderr.isatty() and os.environ.get("EOBOOK_PROGRESS", "1") != "0"
+        return os.environ.get("EOBOOK_PROGRESS", "1") != "0" and (sys.stderr.isatty() or _in_notebook())
     return setting == "on"
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
 
 
 # --------------------------------------------------------------------------------------------------
