@@ -1,18 +1,18 @@
 # The two commands of the README:
-#   make book   set up .venv, write the sample data, run every chapter (profile tiny), build the HTML book
+#   make book   set up .venv and build the HTML book from the kept small-profile executions (book/small/)
 #   make test   set up .venv, write the sample data, run the unit tests and the notebooks (nbval, tiny)
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.eobook-installed
-RUNS    := _build/runs/book
+RUNS_SMALL := _build/runs/small
 export EOBOOK_DATA_DIR := $(CURDIR)/data/sample
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 # Passive OpenMP waits: spinning threads starve each other when test workers or kernels share the cores.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: book test setup data lab lock clean
+.PHONY: book book-small test setup data lab lock clean
 
 setup: $(STAMP)
 
@@ -32,14 +32,19 @@ data: setup
 test: data
 	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 
-book: data
-	$(PY) -m eobook run all --profile tiny --out $(RUNS) --force
-	$(PY) -m eobook collect --runs $(RUNS) --dest book/chapters
+# The book renders the kept executions of the small profile (book/small/, with what produced them) without
+# running anything: offline, in a few minutes. `make book-small` re-executes them (CHAPTER=name for one).
+book: setup
 	mkdir -p book/figures book/_extra
-	rm -rf book/_extra/mathjax && cp -r "$$($(PY) -c 'import jupyter_server_mathjax, pathlib; print(pathlib.Path(jupyter_server_mathjax.__file__).parent / "static")')" book/_extra/mathjax
 	$(PY) -c "import matplotlib; matplotlib.use('Agg'); from eobook.viz import package_diagram; package_diagram().savefig('book/figures/package_layout.png', dpi=110)"
+	rm -rf book/_extra/mathjax && cp -r "$$($(PY) -c 'import jupyter_server_mathjax, pathlib; print(pathlib.Path(jupyter_server_mathjax.__file__).parent / "static")')" book/_extra/mathjax
 	$(VENV)/bin/jupyter-book build book --config _config.yml -W -n --keep-going --path-output .
-	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	@echo "The book is at _build/html/index.html"
+
+CHAPTER ?= all
+book-small: setup
+	$(PY) -m eobook run $(CHAPTER) --profile small --out $(RUNS_SMALL) --force
+	$(PY) -m eobook collect $(subst all,,$(CHAPTER)) --runs $(RUNS_SMALL) --dest book/small
 
 # Open the chapters in JupyterLab.
 lab: data
@@ -51,4 +56,4 @@ lock: setup
 	mv requirements-lock.tmp requirements-lock.txt
 
 clean:
-	rm -rf _build book/chapters
+	rm -rf _build book/_extra book/figures/package_layout.png

@@ -216,21 +216,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    """Copy the executed notebooks of a `run all` into the book's source folder (in chapter order)."""
+    """Keep the executed notebooks of complete runs in the book's source folder, each with a record of what
+    produced it (commit, command, profile, hardware, packages, wall time), in chapter order."""
     runs, dest = Path(args.runs), Path(args.dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    missing = []
-    for name in chapter_names():
-        notebook = get_chapter(name).notebook
-        executed = runs / name / notebook
-        if run_status(runs / name) != "complete" or not executed.exists():
-            missing.append(name)
-            continue
-        shutil.copyfile(executed, dest / notebook)
+    names = expand_chapters(args.chapters or ["all"])
+    missing = [n for n in names if run_status(runs / n) != "complete"
+               or not (runs / n / get_chapter(n).notebook).exists()]
     if missing:
-        raise CLIError(f"no complete run for chapter(s) {missing} under {runs}; run `python -m eobook run all` first")
-    print(f"collected {len(chapter_names())} executed chapters into {dest}")
+        raise CLIError(f"no complete run for chapter(s) {missing} under {runs}; run `python -m eobook run` first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        notebook = get_chapter(name).notebook
+        shutil.copyfile(runs / name / notebook, dest / notebook)
+        atomic_write_json(dest / f"{Path(notebook).stem}.run.json", run_record(runs / name, name))
+    print(f"kept {len(names)} executed chapter(s) in {dest}")
     return 0
+
+
+def run_record(folder: Path, chapter: str) -> dict:
+    """What produced a run folder's results: from its provenance.json and metrics.json."""
+    provenance = json.loads((folder / "provenance.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    keep = ("created", "command", "git", "python", "platform", "device", "torch_threads", "packages")
+    return {"chapter": chapter, "profile": metrics.get("profile"), "seed": provenance["parameters"].get("seed"),
+            "wall_seconds": metrics.get("wall_seconds"), **{k: provenance[k] for k in keep if k in provenance}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,9 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=cmd_bench)
 
-    collect = sub.add_parser("collect", help="copy executed chapters of a run into the book's source folder")
-    collect.add_argument("--runs", required=True, help="the --out folder of `run all`")
-    collect.add_argument("--dest", required=True, help="the book's chapter folder (book/chapters)")
+    collect = sub.add_parser("collect", help="keep executed chapters of complete runs in the book's source folder")
+    collect.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+    collect.add_argument("--runs", required=True, help="the --out folder of `run`")
+    collect.add_argument("--dest", required=True, help="the book's folder of executed chapters (book/small)")
     collect.set_defaults(func=cmd_collect)
 
     try:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -298,6 +299,7 @@ class RunFolder:
         if self.path is not None:
             (self.path / "figures").mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, Any] = {}
+        self.started = time.monotonic()
 
     @property
     def checkpoint_dir(self) -> Path | None:
@@ -309,6 +311,8 @@ class RunFolder:
         self._write(status="running")
 
     def finish(self) -> None:
+        """Mark the run complete, with its wall time since the folder was opened (the chapter's setup)."""
+        self.metrics["wall_seconds"] = round(time.monotonic() - self.started, 1)
         self._write(status="complete")
 
     def _write(self, status: str) -> None:
@@ -355,6 +359,21 @@ class Run:
         else:
             note = "Not a reproduction: only the full profile on the real data reproduces the paper."
         return f"Profile '{profile}' on {data}; hardware: {self.provenance['device']}. {note}"
+
+    def banner(self):
+        """The box a chapter opens with: which profile, data and hardware produced what the reader sees, and
+        that the paper's numbers need the ``full`` profile on the real data (an HTML admonition)."""
+        from html import escape
+
+        from IPython.display import HTML
+
+        data = "the synthetic sample world" if self.synthetic else "the real datasets"
+        when = self.provenance["created"][:10]
+        body = (f"Everything below was computed by this notebook with the <b>{escape(self.config.profile or 'custom')}</b> "
+                f"profile on {data}, on {escape(self.provenance['device'])} ({when}). It shows how the method "
+                "works and whether it learns at this scale; it is not a reproduction. The paper's numbers need the "
+                "<code>full</code> profile on the real data, on GPUs (see the book's Reproducibility page).")
+        return HTML(f'<div class="admonition note"><p class="admonition-title">What you are reading</p><p>{body}</p></div>')
 
 
 def setup_run(config: Any, out_dir: str | os.PathLike | None = None, *, verbose: bool = True) -> Run:
