@@ -35,9 +35,7 @@ test: data
 # The book renders the kept executions of the small profile (book/small/, with what produced them) without
 # running anything: offline, in a few minutes. `make book-small` re-executes them (CHAPTER=name for one).
 book: setup
-	mkdir -p book/figures book/_extra
-	$(PY) -c "import matplotlib; matplotlib.use('Agg'); from eobook.viz import package_diagram; package_diagram().savefig('book/figures/package_layout.png', dpi=110)"
-	rm -rf book/_extra/mathjax && cp -r "$$($(PY) -c 'import jupyter_server_mathjax, pathlib; print(pathlib.Path(jupyter_server_mathjax.__file__).parent / "static")')" book/_extra/mathjax
+	$(PY) -m eobook book-assets --book book
 	$(VENV)/bin/jupyter-book build book --config _config.yml -W -n --keep-going --path-output .
 	@echo "The book is at _build/html/index.html"
 

@@ -233,6 +233,24 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_book_assets(args: argparse.Namespace) -> int:
+    """Write what the book renders besides the chapters: the package diagram and a local MathJax."""
+    import jupyter_server_mathjax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .viz import package_diagram
+
+    book = Path(args.book)
+    (book / "figures").mkdir(parents=True, exist_ok=True)
+    package_diagram().savefig(book / "figures" / "package_layout.png", dpi=110)
+    mathjax = book / "_extra" / "mathjax"
+    shutil.rmtree(mathjax, ignore_errors=True)
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax)
+    print(f"wrote {book / 'figures' / 'package_layout.png'} and {mathjax}")
+    return 0
+
+
 def run_record(folder: Path, chapter: str) -> dict:
     """What produced a run folder's results: from its provenance.json and metrics.json."""
     provenance = json.loads((folder / "provenance.json").read_text())
@@ -279,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--runs", required=True, help="the --out folder of `run`")
     collect.add_argument("--dest", required=True, help="the book's folder of executed chapters (book/small)")
     collect.set_defaults(func=cmd_collect)
+
+    assets = sub.add_parser("book-assets", help="write the book's diagram and local MathJax (make book does)")
+    assets.add_argument("--book", default="book", help="the book's source folder")
+    assets.set_defaults(func=cmd_book_assets)
 
     try:
         from .data.cli import add_data_subcommands
