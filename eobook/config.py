@@ -189,6 +189,8 @@ class Chapter(Generic[Config]):
         build_pretraining: ``cfg -> Pretraining`` (module, dataset, collate_fn, meta).
         paper: the paper's value of each ``full`` field it fixes.
         deviations: field -> why ``full`` differs from the paper (or why its value is the book's choice).
+        claim: the paper's claim in one line (the book's overview).
+        showcase: the figure (``figures/<showcase>.png`` of a run) that stands for the chapter in the overview.
     """
 
     name: str
@@ -200,6 +202,8 @@ class Chapter(Generic[Config]):
     build_pretraining: Callable[[Config], Pretraining]
     paper: dict[str, Paper] = field(default_factory=dict)
     deviations: dict[str, str] = field(default_factory=dict)
+    claim: str = ""
+    showcase: str = ""
 
     def __post_init__(self) -> None:
         missing = [p for p in PROFILE_NAMES if p not in self.profiles]

@@ -197,3 +197,11 @@ def test_fine_tuning_augments_training_batches_only():
                                loop(epochs=2, batch_size=8, lr=0.1), augment=augment)
     assert seen == [8] * result.steps and result.steps == 4        # every training batch, none of the test set
     assert "OA" in scores
+
+
+def test_verdict_record_counts_what_the_sentence_says():
+    from eobook.evaluate import compare_to_baseline, verdict_record
+
+    gains, sentence = compare_to_baseline({"a": 80.0, "b": 70.0, "c": 60.0}, {"a": 75.0, "b": 71.0, "c": 50.0})
+    record = verdict_record(gains, sentence)
+    assert (record["columns"], record["wins"], record["mean_gain"]) == (3, 2, 4.67) and record["sentence"] == sentence

@@ -67,3 +67,10 @@ def compare_to_baseline(scores: dict[str, float], baseline: dict[str, float], na
     sentence = (f"{name} {verdict} {baseline_name}: higher in {wins} of {len(gains)} columns, "
                 f"mean gain {mean:+.1f} points ({', '.join(f'{c} {g:+.1f}' for c, g in gains.items())}).")
     return gains, sentence
+
+
+def verdict_record(gains: dict[str, float], sentence: str) -> dict:
+    """What :func:`compare_to_baseline` found, as ``metrics.json`` keeps it for the book's overview and for
+    comparing seeds: columns compared, columns won, mean gain (points) and the sentence."""
+    return {"columns": len(gains), "wins": sum(g > 0 for g in gains.values()),
+            "mean_gain": round(sum(gains.values()) / max(len(gains), 1), 2), "sentence": sentence}
