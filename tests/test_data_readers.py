@@ -247,3 +247,18 @@ def test_chapter_dataset_follows_data_root_and_cache_data(world):
     assert isinstance(cached, list) and len(cached) == len(SEN12MS(world / "SEN12MS", split="test"))
     with pytest.raises(DataError, match="no NoSuchFolder dataset here"):
         chapter_dataset(cfg, "SEN12MS", "NoSuchFolder")
+
+
+def test_bigearthnet_v1_pairs_s1_patches_once_per_process(world, monkeypatch):
+    """A chapter opens several splits of the same folder: the S1 jsons (590,326 in the real archive) are read once."""
+    from eobook.data import bigearthnet
+
+    bigearthnet.s1_pairs.cache_clear()
+    reads = []
+    real_read = bigearthnet.read_json
+    monkeypatch.setattr(bigearthnet, "read_json", lambda path: reads.append(path) or real_read(path))
+    train = BigEarthNetMM(world / "BigEarthNet-MM", split="train")
+    after_train = len([p for p in reads if "S1" in str(p)])
+    BigEarthNetMM(world / "BigEarthNet-MM", split="test")
+    assert after_train > 0 and len([p for p in reads if "S1" in str(p)]) == after_train
+    assert len(train) > 0

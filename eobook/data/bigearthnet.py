@@ -26,6 +26,7 @@ and scaled to [0, 1] (DINO-MM); S1 dB standardised with DINO-MM's statistics.
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,17 @@ def names19_to_multihot(names, path: Path) -> np.ndarray:
             raise DataError(path, f"unknown label name {name!r} (not one of the 19 BigEarthNet classes)")
         label[BEN19_CLASSES.index(name)] = 1
     return label
+
+
+@functools.lru_cache(maxsize=4)
+def s1_pairs(s1_dir: Path) -> dict[str, str]:
+    """{S2 patch: S1 patch} from the S1 folders' jsons (``corresponding_s2_patch``), read once per process:
+    the real archive has 590,326 of them, and a chapter opens several splits."""
+    pairs = {}
+    for folder in sorted(p for p in s1_dir.iterdir() if p.is_dir()) if s1_dir.is_dir() else []:
+        meta = read_json(folder / f"{folder.name}_labels_metadata.json")
+        pairs[meta["corresponding_s2_patch"]] = folder.name
+    return pairs
 
 
 class BigEarthNetMM(EODataset):
@@ -133,10 +145,7 @@ class BigEarthNetMM(EODataset):
     def _index_v1(self) -> list[tuple[str, str]]:
         """(S2 name, S1 name) pairs of the split, paired by the split csv or by the S1 jsons."""
         s1_dir = self.root / "BigEarthNet-S1-v1.0"
-        pairs = {}
-        for folder in sorted(p for p in s1_dir.iterdir() if p.is_dir()) if s1_dir.is_dir() else []:
-            meta = read_json(folder / f"{folder.name}_labels_metadata.json")
-            pairs[meta["corresponding_s2_patch"]] = folder.name
+        pairs = s1_pairs(s1_dir)
         if self.split is None:
             names = sorted(p.name for p in (self.root / "BigEarthNet-v1.0").iterdir() if p.is_dir())
             rows = [[n] for n in names]

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..train import TrainConfig, TrainResult, fit
+from ..train.loop import available_cpus
 from .baselines import seeded
 from .metrics import classification_metrics, multilabel_map, segmentation_metrics
 
@@ -137,7 +138,7 @@ def extract_features(encoder: Callable[[dict], torch.Tensor], dataset: Dataset, 
     """
     device = torch.device(device)
     feats, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, available_cpus())):
         label = batch[label_key]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         f = encoder(batch)
@@ -211,7 +212,7 @@ def predict_and_score(model: nn.Module, dataset: Dataset, predict: Callable[[nn.
     model.eval()
     device = torch.device(device)
     outputs, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, available_cpus())):
         targets.append(batch[task.label_key])
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         logits = predict(model, batch).float().cpu()
