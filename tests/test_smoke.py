@@ -4,6 +4,7 @@ world (every dataset in its real layout), and on the real samples of ../shared/d
 chapter's dataset (its other datasets then come from the sample world, as a user's mixed data root would)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def smoke(chapter: str, out: Path, data_root: Path | None = None) -> dict:
     executed = json.loads(next(folder.glob("*.ipynb")).read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
+    shutil.rmtree(folder / "checkpoints")  # full-size checkpoints of every stage: gigabytes, checked by the run itself
     return metrics
 
 
