@@ -13,8 +13,9 @@ import torchmetrics.functional.classification as tmc
 def multilabel_map(scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """Mean average precision of multi-label scores [N,K] against multi-hot targets [N,K], in percent.
 
-    ``mAP_macro`` averages the per-class AP over classes present in the targets (BigEarthNet papers
-    report this one as mAP); ``mAP_micro`` pools all (sample, class) decisions.
+    ``mAP_macro`` averages the per-class AP over classes present in the targets; ``mAP_micro`` pools all
+    (sample, class) decisions. Papers that say "mAP" differ: each chapter names the one its paper's code computes
+    (DINO-MM's: micro).
     """
     scores, targets = _check_pair(scores, targets, "scores", "targets")
     targets = targets.long()
