@@ -205,3 +205,15 @@ def test_verdict_record_counts_what_the_sentence_says():
     gains, sentence = compare_to_baseline({"a": 80.0, "b": 70.0, "c": 60.0}, {"a": 75.0, "b": 71.0, "c": 50.0})
     record = verdict_record(gains, sentence)
     assert (record["columns"], record["wins"], record["mean_gain"]) == (3, 2, 4.67) and record["sentence"] == sentence
+
+
+def test_a_probe_stage_folder_refuses_another_probe(tmp_path):
+    from eobook.train import CheckpointError
+
+    (xtr, ytr), (xte, yte) = _separable(40, 0), _separable(20, 1)
+    sgd, task = loop(epochs=2, batch_size=16, optimizer="sgd", lr=0.05), Task("multiclass", 3)
+    linear_probe(xtr, ytr, xte, yte, task, sgd, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="samples: expected 20, checkpoint has 40"):
+        linear_probe(xtr[:20], ytr[:20], xte, yte, task, sgd, checkpoint_dir=tmp_path)
+    one = linear_probe(xtr[:1], ytr[:1], xte, yte, task, sgd, standardize_features=True)   # one sample: no NaN
+    assert 0 <= one["OA"] <= 100

@@ -198,8 +198,10 @@ def train_supervised(model: nn.Module, dataset: Dataset, predict: Callable[[nn.M
     ``augment(batch, ctx)`` transforms each training batch (images and labels together), drawing from ``ctx``.
     """
     objective = Supervised(model, predict, task, loss_fn, augment)
+    # a stage folder belongs to one model, one dataset and one schedule: another is refused, not resumed
     meta = {"task": task.kind, "num_classes": task.num_classes, "model": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": sum(p.numel() for p in model.parameters()), "samples": len(dataset),
+            "epochs": loop.epochs, "batch_size": loop.batch_size, "optimizer": loop.optimizer, "lr": loop.lr}
     fit_kwargs = {"drop_last": False, "log": lambda _: None, "checkpoint_meta": meta, **fit_kwargs}
     return fit(objective, dataset, loop, checkpoint_dir=checkpoint_dir, **fit_kwargs)
 
@@ -225,7 +227,8 @@ def predict_and_score(model: nn.Module, dataset: Dataset, predict: Callable[[nn.
 # --------------------------------------------------------------------------------------------------
 def standardize(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both feature sets scaled with the training set's mean and std per dimension (the head stays linear)."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    # the population std for a single row (the sample std of one value is undefined)
+    mean, std = train_x.mean(0), train_x.std(0, correction=1 if len(train_x) > 1 else 0).clamp_min(1e-6)
     return (train_x - mean) / std, (test_x - mean) / std
 
 
