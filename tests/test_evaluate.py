@@ -217,3 +217,17 @@ def test_a_probe_stage_folder_refuses_another_probe(tmp_path):
         linear_probe(xtr[:20], ytr[:20], xte, yte, task, sgd, checkpoint_dir=tmp_path)
     one = linear_probe(xtr[:1], ytr[:1], xte, yte, task, sgd, standardize_features=True)   # one sample: no NaN
     assert 0 <= one["OA"] <= 100
+
+
+def test_segmentation_scores_accumulated_by_batch_equal_the_whole_set():
+    from eobook.evaluate import SegmentationScores
+
+    g = torch.Generator().manual_seed(0)
+    preds, targets = torch.randint(0, 4, (6, 5, 5), generator=g), torch.randint(-1, 4, (6, 5, 5), generator=g)
+    whole = segmentation_metrics(preds, targets, 4, ignore_index=-1)
+    running = SegmentationScores(4, ignore_index=-1)
+    for i in range(0, 6, 2):
+        running.update(preds[i:i + 2], targets[i:i + 2])
+    assert running.compute() == pytest.approx(whole)
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 4\)"):
+        running.update(preds[:1], torch.full((1, 5, 5), 7))

@@ -248,3 +248,14 @@ def test_a_smoke_run_trains_two_steps_on_whatever_few_samples_it_has():
     stage = config(smoke=True).stage(epochs=100, batch_size=256)
     assert stage.smoke                                                # every evaluation stage is smoked too
     assert fit(Regressor(), LinearData(), stage, log=lambda _: None).steps == 2
+
+
+def test_a_finished_run_keeps_the_model_only_and_resumes_to_its_end(tmp_path):
+    model, result = train(tmp_path)
+    final = load_checkpoint(result.checkpoint)
+    assert final["step"] == 24 and final["optimizer"] is None                    # no Adam state after the end
+    interrupted = load_checkpoint(list_checkpoints(tmp_path)[-2])
+    assert interrupted["optimizer"] is not None                                  # mid-run checkpoints keep it
+    again, rerun = train(tmp_path)
+    assert rerun.resumed_from == 24 and rerun.steps == 24
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))

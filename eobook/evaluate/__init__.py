@@ -8,11 +8,11 @@ transfer, all trained in the one loop) and the baselines every chapter compares 
 """
 from .baselines import (average_scores, compare_to_baseline, random_init_baseline, score_ranges, seeded,
                         verdict_record)
-from .metrics import classification_metrics, multilabel_map, segmentation_metrics
+from .metrics import SegmentationScores, classification_metrics, multilabel_map, segmentation_metrics
 from .transfer import (Supervised, Task, TensorBatches, drop_unlabelled, extract_features, fine_tune, knn_classify,
                        label_fraction_subset, linear_probe, predict_and_score, standardize, subset, train_supervised)
 
-__all__ = ["Supervised", "Task", "TensorBatches", "average_scores", "classification_metrics", "compare_to_baseline",
+__all__ = ["SegmentationScores", "Supervised", "Task", "TensorBatches", "average_scores", "classification_metrics", "compare_to_baseline",
            "drop_unlabelled", "extract_features", "fine_tune", "knn_classify", "label_fraction_subset", "linear_probe",
            "multilabel_map", "predict_and_score", "random_init_baseline", "score_ranges", "seeded",
            "segmentation_metrics", "standardize", "subset", "train_supervised", "verdict_record"]

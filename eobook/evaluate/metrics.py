@@ -54,37 +54,56 @@ def segmentation_metrics(preds: torch.Tensor, targets: torch.Tensor, num_classes
     ``preds`` are class ids [N,H,W] (or logits [N,C,H,W]). The class means (AA, mIoU, mF1) run over
     ``classes`` when given (the classes a paper evaluates: e.g. 8 of DFC2020's 10, two of which never occur in
     its test set), else over the classes that occur in the targets or predictions (a class absent from both
-    has no defined IoU). OA counts every labelled pixel.
+    has no defined IoU). OA counts every labelled pixel. For a test set too large to hold, feed
+    :class:`SegmentationScores` batch by batch.
     """
-    if preds.ndim == targets.ndim + 1:
-        preds = preds.argmax(1)
-    if preds.shape != targets.shape:
-        raise ValueError(f"preds {tuple(preds.shape)} and targets {tuple(targets.shape)} differ in shape")
-    preds, targets = preds.reshape(-1).long(), targets.reshape(-1).long()
-    if ignore_index is not None:
-        keep = targets != ignore_index
-        preds, targets = preds[keep], targets[keep]
-    if targets.numel() == 0:
-        raise ValueError("targets: every pixel is ignored; nothing to score")
-    if int(targets.max()) >= num_classes or int(targets.min()) < 0:
-        raise ValueError(f"targets: class ids must lie in [0, {num_classes}) apart from ignore_index={ignore_index}")
-    confusion = torch.bincount(targets * num_classes + preds.clamp(0, num_classes - 1),
-                               minlength=num_classes ** 2).reshape(num_classes, num_classes).double()
-    tp = confusion.diag()
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    seen = (support + predicted) > 0
-    scored, recalled = seen, support > 0
-    if classes is not None:
-        scored = torch.zeros(num_classes, dtype=torch.bool)
-        scored[list(classes)] = True
-        recalled = scored
-    iou = tp / (support + predicted - tp).clamp_min(1)
-    f1 = 2 * tp / (support + predicted).clamp_min(1)
-    recall = tp / support.clamp_min(1)
-    return {"OA": 100 * float(tp.sum() / support.sum()),
-            "AA": 100 * float(recall[recalled].mean()),
-            "mIoU": 100 * float(iou[scored].mean()),
-            "mF1": 100 * float(f1[scored].mean())}
+    scores = SegmentationScores(num_classes, ignore_index, classes)
+    scores.update(preds, targets)
+    return scores.compute()
+
+
+class SegmentationScores:
+    """:func:`segmentation_metrics` accumulated batch by batch in torchmetrics' confusion matrix: it holds K x K
+    counts, not the test set's predictions (5,128 DFC2020 patches of 256 x 256 pixels would be gigabytes)."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None, classes: Sequence[int] | None = None):
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        self.num_classes, self.ignore_index, self.classes = num_classes, ignore_index, classes
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
+        self.pixels = 0
+
+    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        if preds.ndim == targets.ndim + 1:
+            preds = preds.argmax(1)
+        if preds.shape != targets.shape:
+            raise ValueError(f"preds {tuple(preds.shape)} and targets {tuple(targets.shape)} differ in shape")
+        targets = targets.long()
+        labelled = targets[targets != self.ignore_index] if self.ignore_index is not None else targets
+        if labelled.numel() and (int(labelled.max()) >= self.num_classes or int(labelled.min()) < 0):
+            raise ValueError(f"targets: class ids must lie in [0, {self.num_classes}) apart from "
+                             f"ignore_index={self.ignore_index}")
+        self.pixels += labelled.numel()
+        self.confusion.update(preds.long().clamp(0, self.num_classes - 1), targets)
+
+    def compute(self) -> dict[str, float]:
+        if self.pixels == 0:
+            raise ValueError("targets: every pixel is ignored; nothing to score")
+        confusion = self.confusion.compute().double()            # [K,K], rows: targets, columns: predictions
+        tp = confusion.diag()
+        support, predicted = confusion.sum(1), confusion.sum(0)
+        scored, recalled = (support + predicted) > 0, support > 0
+        if self.classes is not None:
+            scored = torch.zeros(self.num_classes, dtype=torch.bool)
+            scored[list(self.classes)] = True
+            recalled = scored
+        iou = tp / (support + predicted - tp).clamp_min(1)
+        f1 = 2 * tp / (support + predicted).clamp_min(1)
+        recall = tp / support.clamp_min(1)
+        return {"OA": 100 * float(tp.sum() / support.sum()),
+                "AA": 100 * float(recall[recalled].mean()),
+                "mIoU": 100 * float(iou[scored].mean()),
+                "mF1": 100 * float(f1[scored].mean())}
 
 
 def _mean_present(per_class: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..train import TrainConfig, TrainResult, fit
 from ..train.loop import available_cpus
 from .baselines import seeded
-from .metrics import classification_metrics, multilabel_map, segmentation_metrics
+from .metrics import SegmentationScores, classification_metrics, multilabel_map, segmentation_metrics
 
 TASK_KINDS = ("multilabel", "multiclass", "segmentation")
 #: A training-batch transform: ``augment(batch, ctx) -> batch``, drawing from ``ctx`` (the step's Random).
@@ -210,15 +210,23 @@ def train_supervised(model: nn.Module, dataset: Dataset, predict: Callable[[nn.M
 def predict_and_score(model: nn.Module, dataset: Dataset, predict: Callable[[nn.Module, dict], torch.Tensor],
                       task: Task, *, batch_size: int = 64, device: torch.device | str = "cpu",
                       num_workers: int = 0) -> dict[str, float]:
-    """``task.score`` of ``predict(model, batch)`` over the whole ``dataset`` (model in eval mode)."""
+    """``task.score`` of ``predict(model, batch)`` over the whole ``dataset`` (model in eval mode); segmentation
+    scores accumulate batch by batch, so no test set is ever held whole."""
     model.eval()
     device = torch.device(device)
+    pixels = SegmentationScores(task.num_classes, task.ignore_index, task.eval_classes)
     outputs, targets = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, available_cpus())):
-        targets.append(batch[task.label_key])
+        target = batch[task.label_key]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         logits = predict(model, batch).float().cpu()
-        outputs.append(logits.argmax(1) if task.kind == "segmentation" else logits)
+        if task.kind == "segmentation":
+            pixels.update(logits.argmax(1), target)
+        else:
+            outputs.append(logits)
+            targets.append(target)
+    if task.kind == "segmentation":
+        return pixels.compute()
     return task.score(torch.cat(outputs), torch.cat(targets))
 
 

@@ -312,8 +312,9 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     else:
         state = load_checkpoint(newest, checkpoint_meta, map_location=device)
         raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if state["optimizer"] is not None:  # a finished run's checkpoint keeps the model only
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
         if plateau is not None and state.get("plateau") is not None:
             plateau.load_state_dict(state["plateau"])
         set_rng_state(state["rng"], generator)
@@ -321,10 +322,13 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
         history = metrics_log.truncate_after(start_step) if dist.is_main else []
         log(f"resumed from {newest.name} (step {start_step} of {total_steps})")
 
-    def save(step: int) -> Path | None:
+    def save(step: int, finished: bool = False) -> Path | None:
+        """A checkpoint at ``step``; once training is finished, the model only (a finished stage resumes to its
+        end, where the optimiser's state, twice the model's size with Adam, is never used again)."""
         if ckpt_dir is None or not dist.is_main:
             return None
-        state = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        state = {"model": raw.state_dict(), "optimizer": None if finished else optimizer.state_dict(),
+                 "scaler": None if finished else scaler.state_dict(),
                  "plateau": plateau.state_dict() if plateau is not None else None, "step": step,
                  "rng": rng_state(generator), "meta": checkpoint_meta or {}, "config": dataclasses.asdict(cfg)}
         return save_checkpoint(ckpt_dir, step, state, cfg.keep_checkpoints)
@@ -394,7 +398,9 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
             break
     if progress is not None:
         progress.close()
-    if last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt"):
+    if step == total_steps:
+        last_ckpt = save(step, finished=True)
+    elif last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}.pt"):
         last_ckpt = save(step)
     seconds = time.perf_counter() - t0
     return TrainResult(history, step, resumed_from, seconds, samples / max(seconds, 1e-9), last_ckpt)
