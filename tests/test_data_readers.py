@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from eobook.data import (BEN19_CLASSES, DFC2020, BigEarthNetMM, DataError, DW_CLASSES, EuroSATMS, GeoBench, MMEarth,
+from eobook.data import (BEN19_CLASSES, DFC2020, BigEarthNetMM, DataError, EuroSATMS, GeoBench, MMEarth,
                          SEN12MS, SSL4EOS12, ensure_sample_world, real_data_root)
-from eobook.data.bands import BEN43_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,18 @@
-"""Tests of DINO-MM (Wang et al., 2022): RandomSensorDrop, multi-crop, DINO loss and centre, EMA, training."""
+"""Tests of DINO-MM (Wang et al., 2022): RandomSensorDrop, multi-crop, DINO loss and centre, EMA, training, the
+evaluation protocol (splits, augmented probe, supervised baseline, metric) and the paper's values."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from eobook.config import ConfigError
-from eobook.evaluate import seeded
+from eobook.data import DataError, ensure_sample_world
+from eobook.evaluate import Task, multilabel_map, seeded
 from eobook.methods import dino_mm as D
 from eobook.rng import GeneratorRandom
 from eobook.runtime import DistInfo
@@ -313,3 +315,188 @@ def test_full_profile_is_the_paper():
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         tiny_cfg(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("split_scheme", "dino"), ("eval_split", "train"),
+                                          ("map_average", "weighted")])
+def test_protocol_choices_are_checked(field, value):
+    with pytest.raises(ConfigError, match=f"{field}: expected one of"):
+        tiny_cfg(**{field: value})
+
+
+def test_standardised_features_need_the_cached_probe():
+    with pytest.raises(ConfigError, match="probe_standardize.*probe_augment=False"):
+        tiny_cfg(probe_augment=True)  # tiny standardises
+    assert tiny_cfg(probe_augment=True, probe_standardize=False).probe_augment
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's values and the deviations of the full profile
+# --------------------------------------------------------------------------------------------------
+def test_full_profile_follows_the_authors_protocol():
+    cfg = D.CHAPTER.profile("full")
+    assert cfg.probe_augment and not cfg.probe_standardize and cfg.map_average == "micro"
+    assert cfg.supervised_augment and (cfg.eval_train_samples, cfg.eval_test_samples) == (0, 0)
+    assert cfg.norm_last_layer and cfg.betas == (0.9, 0.999)
+    # the CPU profiles probe cached features of the evaluation view
+    assert not D.CHAPTER.profile("tiny").probe_augment and not D.CHAPTER.profile("small").probe_augment
+
+
+def test_deviations_table_names_every_departure_with_its_reason():
+    rows = {r["field"]: r for r in D.CHAPTER.deviation_rows()}
+    assert set(rows) == {"sensor_drop_p", "grad_clip", "amp", "split_scheme", "eval_split",
+                         "supervised_weight_decay", "supervised_augment"}
+    assert (rows["split_scheme"]["paper"], rows["split_scheme"]["full"]) == ("seco", "official")
+    assert (rows["eval_split"]["paper"], rows["eval_split"]["full"]) == ("val", "test")
+    assert (rows["amp"]["paper"], rows["amp"]["full"]) == ("off", "auto")
+    assert rows["supervised_weight_decay"]["paper"] is None  # not stated: the book's choice, with its reason
+    assert all(r["reason"] for r in rows.values()) and D.CHAPTER.unexplained_deviations() == []
+    table = D.CHAPTER.deviations_table()
+    assert table.loc["sensor_drop_p", "paper"] == "0.666667" and table.loc["supervised_augment", "paper"] == "-"
+    # a field the paper fixes and full keeps is not a row
+    assert "probe_augment" in D.PAPER and "probe_augment" not in rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world():
+    return ensure_sample_world(size="tiny", seed=0)
+
+
+def test_split_scheme_reads_the_papers_lists(world, tmp_path):
+    ben = tmp_path / "BigEarthNet-MM"
+    shutil.copytree(world / "BigEarthNet-MM", ben)
+    cfg = tiny_cfg(data_root=str(tmp_path), cache_data=False, split_scheme="seco")
+    with pytest.raises(DataError, match="missing split file") as info:
+        D.bigearthnet(cfg, "train")
+    assert "bigearthnet-train.txt" in str(info.value)
+    official = (ben / "train.csv").read_text().split()
+    snow_cloud = set((ben / "patches_with_seasonal_snow.csv").read_text().split()) | \
+        set((ben / "patches_with_cloud_and_shadow.csv").read_text().split())
+    chosen = [n for n in official if n not in snow_cloud][:5] + sorted(snow_cloud)[:1]
+    (ben / "bigearthnet-train.txt").write_text("\n".join(chosen) + "\n")
+    seco = D.bigearthnet(cfg, "train")
+    assert seco.patches == chosen[:5]  # the list's patches, without the snow / cloud ones
+    assert len(D.bigearthnet(dataclasses.replace(cfg, split_scheme="official"), "train")) > 5
+
+
+def test_eval_split_and_summary_lines(world):
+    cfg = tiny_cfg(cache_data=False)
+    train, test = D.eval_datasets(cfg)
+    _, val = D.eval_datasets(dataclasses.replace(cfg, eval_split="val"))
+    row = lambda ds: {int(name.rsplit("_", 1)[1]) // 1000 for name in ds.patches}  # noqa: E731  (the world's rows)
+    assert (row(train), row(val), row(test)) == ({0}, {1}, {2})
+    line = D.split_summary(cfg, "test", test)
+    assert line.startswith("BigEarthNet-MM 'test' split (the official split lists") and f": {len(test)} patches" in line
+    capped = D.eval_datasets(dataclasses.replace(cfg, eval_test_samples=3))[1]
+    assert D.split_summary(cfg, "test", capped).endswith(f"{len(test)} patches, of which this run uses the first 3")
+    smoke = dataclasses.replace(cfg, smoke=True)
+    smoke_train = D.bigearthnet(smoke, "train")
+    assert len(smoke_train) < len(train)
+    assert D.split_summary(smoke, "train", smoke_train).endswith(
+        f"{len(train)} patches, of which this run uses the first {len(smoke_train)} (smoke run)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation protocol
+# --------------------------------------------------------------------------------------------------
+def labelled_patches(n: int = 48, size: int = 32, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, D.N_CLASSES, generator=g) < 0.5).float()
+    return [{"s2": torch.rand(12, size, size, generator=g) * 0.5 + 0.5 * labels[i, :12, None, None],
+             "s1": torch.rand(2, size, size, generator=g), "label": labels[i]} for i in range(n)]
+
+
+def test_probe_train_view_crops_flips_and_keeps_only_the_asked_sensor():
+    batch = {k: v for k, v in fake_batch(6, 40).items()}
+    views = D.probe_train_view(batch, "S1", 32, GeneratorRandom(0))
+    assert views.shape == (6, 14, 32, 32) and float(views[:, :12].abs().max()) == 0.0
+    assert float(views[:, 12:].min()) >= 0 and float(views[:, 12:].max()) <= 1
+    assert torch.equal(views, D.probe_train_view(batch, "S1", 32, GeneratorRandom(0)))
+    assert not torch.equal(views, D.probe_train_view(batch, "S1", 32, GeneratorRandom(1)))
+    full = D.probe_train_view(batch, "S1+S2", 32, GeneratorRandom(0))
+    center = D.eval_input(batch, "S1+S2", tiny_cfg())
+    assert not torch.allclose(full, torch.nn.functional.interpolate(center, size=32))  # random, not the centre
+
+
+def test_augmented_probe_trains_only_the_head_and_checkpoints_only_it(tmp_path):
+    cfg = tiny_cfg(probe_augment=True, probe_standardize=False, probe_epochs=2, label_fractions=(1.0,))
+    backbone = seeded(lambda: D.build_backbone(cfg), 0)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    data = labelled_patches()
+    results = D.linear_evaluation(backbone, data[:32], data[32:], cfg, checkpoint_dir=tmp_path)
+    assert set(results) == {("100%", s) for s in ("S1", "S2", "S1+S2")}
+    assert all(0.0 <= v <= 100.0 for v in results.values())
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # frozen
+    ckpt = next((tmp_path / "100%-S1").glob("ckpt-*.pt"))
+    state = torch.load(ckpt, weights_only=True)["model"]
+    assert sorted(state) == ["model.head.bias", "model.head.weight"]  # the backbone is not saved with each probe
+    again = D.linear_evaluation(backbone, data[:32], data[32:], cfg)
+    assert again == pytest.approx(results)  # seeded: the same probe, the same views
+
+
+def test_probe_head_is_dinos_linear_classifier():
+    head = D.probe_head(1536, D.N_CLASSES, seed=3)
+    weight = head.weight.detach()
+    assert weight.shape == (D.N_CLASSES, 1536) and torch.all(head.bias == 0)
+    assert float(weight.std()) == pytest.approx(0.01, rel=0.05) and abs(float(weight.mean())) < 1e-3
+    assert torch.equal(head.weight, D.probe_head(1536, D.N_CLASSES, seed=3).weight)
+
+
+def test_frozen_probe_never_trains_the_backbone_nor_drops_paths():
+    cfg = tiny_cfg(drop_path_rate=0.5)
+    backbone = D.build_backbone(cfg, cfg.drop_path_rate)
+    probe = D.FrozenProbe(backbone, 2, torch.nn.Linear(2 * cfg.embed_dim, D.N_CLASSES))
+    assert [n for n, _ in probe.named_parameters()] == ["head.weight", "head.bias"]
+    probe.train()
+    x = torch.rand(3, 14, 32, 32)
+    out = probe(x)
+    assert torch.equal(out, probe(x))  # no stochastic depth in the frozen backbone
+    out.sum().backward()
+    assert all(p.grad is None for p in backbone.parameters()) and probe.head.weight.grad is not None
+
+
+def test_map_average_picks_the_metric_of_the_cells():
+    cfg = tiny_cfg(label_fractions=(1.0,), probe_epochs=3)
+    backbone = seeded(lambda: D.build_backbone(cfg), 0)
+    data = labelled_patches()
+    micro = D.linear_evaluation(backbone, data[:32], data[32:], cfg)
+    macro = D.linear_evaluation(backbone, data[:32], data[32:], dataclasses.replace(cfg, map_average="macro"))
+    assert micro.keys() == macro.keys() and micro != macro
+    assert D.map_key(cfg) == "mAP_micro"
+
+
+def test_metric_survives_a_handful_of_test_patches_with_absent_classes():
+    """A smoke run scores 8 patches (the real-data smoke: 1); classes without a positive must not crash."""
+    scores, targets = torch.rand(1, D.N_CLASSES), torch.zeros(1, D.N_CLASSES)
+    targets[0, [2, 5]] = 1
+    result = Task("multilabel", D.N_CLASSES).score(torch.logit(scores), targets)
+    assert result == pytest.approx(multilabel_map(scores, targets))
+    assert 0 < result["mAP_micro"] <= 100 and 0 < result["mAP_macro"] <= 100
+
+
+def test_supervised_baseline_trains_on_random_crops(monkeypatch):
+    cfg = tiny_cfg(label_fractions=(1.0,), supervised_epochs=1)
+    data = labelled_patches(24)
+    seen = []
+    original = D.evaluation.probe_train_view
+
+    def spy(batch, sensors, size, rng):
+        seen.append((sensors, size))
+        return original(batch, sensors, size, rng)
+
+    monkeypatch.setattr(D.evaluation, "probe_train_view", spy)
+    results = D.supervised_evaluation(data[:16], data[16:], cfg)
+    assert set(results) == {("100%", s) for s in ("S1", "S2", "S1+S2")}
+    assert {s for s, _ in seen} == {"S1", "S2", "S1+S2"} and {n for _, n in seen} == {cfg.eval_crop_size}
+    seen.clear()
+    D.supervised_evaluation(data[:16], data[16:], dataclasses.replace(cfg, supervised_augment=False))
+    assert seen == []
+
+
+def test_evaluation_loaders_use_at_most_one_worker_per_core(monkeypatch):
+    monkeypatch.setattr(D.evaluation, "available_cpus", lambda: 2)
+    assert D.CHAPTER.profile("full").num_workers > 2 and D.evaluation.eval_workers(D.CHAPTER.profile("full")) == 2
+    assert D.evaluation.eval_workers(tiny_cfg()) == 0

@@ -1,7 +1,12 @@
 """Tests of Chapter 2, Fus-MAE (eobook.methods.fus_mae): masking, eq. 2-5 and 10-11, the masked loss,
 the batched input resize, training, resume and DDP masks, the evaluation stages, the profiles and the
-paper's values."""
+paper's values (the Deviations table), the datasets' splits and the line that counts them, the protocol at the
+size of a smoke run."""
 import dataclasses
+import json
+import shutil
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from eobook.config import ConfigError
+from eobook.data import SEN12MS, SMOKE_SAMPLES, BigEarthNetMM, dataset_root
 from eobook.data.world import SIZES
 from eobook.evaluate import seeded
 from eobook.methods import fus_mae as fm
@@ -433,10 +439,16 @@ def test_build_pretraining_reads_the_bigearthnet_train_split_at_native_size():
 # ---------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize("field,value", [("mask_ratio", 1.0), ("variant", "XAE"), ("masking", "random"),
                                          ("img_size", 30), ("embed_dim", 66), ("probe_label_fraction", 0.0),
-                                         ("random_init_seeds", 0), ("probe_standardize", "maybe")])
+                                         ("random_init_seeds", 0), ("probe_standardize", "maybe"),
+                                         ("transfer_inputs", "S3")])
 def test_config_refuses_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         tiny_cfg(**{field: value})
+
+
+def test_transfer_inputs_are_the_evaluation_inputs_of_table_1():
+    assert fm.TRANSFER_INPUTS == tuple(fm.INPUTS)
+    assert tiny_cfg(transfer_inputs="S1+S2").transfer_inputs == "S1+S2"
 
 
 def test_full_profile_has_the_papers_settings():
@@ -451,11 +463,31 @@ def test_full_profile_has_the_papers_settings():
 def test_full_profile_departs_from_the_paper_only_where_a_reason_is_given():
     full = fm.CHAPTER.profile("full")
     assert fm.CHAPTER.unexplained_deviations() == []
-    assert [row["field"] for row in fm.CHAPTER.deviation_rows()] == ["probe_standardize"]
+    rows = {row["field"]: row for row in fm.CHAPTER.deviation_rows()}
+    # every recorded reason is a row of the chapter's table, and the fields that keep the paper's value are not
+    assert set(rows) == set(fm.DEVIATIONS)
+    assert all(len(row["reason"]) > 40 for row in rows.values())
     for name, paper in fm.PAPER.items():
         if name not in fm.DEVIATIONS:
             assert getattr(full, name) == paper.value, name
     assert fm.PAPER["probe_standardize"].value is False and full.probe_standardize is True
+    # the paper fixes none of the book's architecture and optimiser choices: their rows carry no paper value
+    for name in ("img_size", "embed_dim", "depth", "decoder_dim", "betas", "weight_decay", "finetune_lr", "probe_lr",
+                 "transfer_lr", "transfer_inputs", "masking", "random_init_seeds"):
+        assert rows[name]["paper"] is None and name not in fm.PAPER, name
+    assert (rows["transfer_inputs"]["full"], rows["img_size"]["full"], rows["embed_dim"]["full"]) == ("S2", 128, 384)
+    assert "unimodal" in rows["transfer_inputs"]["reason"] and "ImageNet" in rows["random_init_seeds"]["reason"]
+
+
+def test_deviations_table_is_what_the_notebook_shows():
+    table = fm.CHAPTER.deviations_table()
+    assert list(table.columns) == ["paper", "where", "full profile", "why"]
+    assert tuple(table.loc["probe_standardize", ["paper", "full profile"]]) == ("False", "True")
+    assert table.loc["transfer_inputs", "paper"] == "-" and table.loc["transfer_inputs", "full profile"] == "S2"
+    assert "epochs" not in table.index and "mask_ratio" not in table.index   # the paper's values: no row
+    notebook = json.loads((Path(__file__).parents[1] / "notebooks" / fm.CHAPTER.notebook).read_text())
+    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert any("fm.CHAPTER.deviations_table()" in c for c in code)
 
 
 def test_every_profile_keeps_its_name_and_standardises_probe_features():
@@ -464,3 +496,94 @@ def test_every_profile_keeps_its_name_and_standardises_probe_features():
         assert cfg.profile == name and dataclasses.replace(cfg, seed=1).profile == name
         assert cfg.probe_standardize   # the book's probes have always standardised (DEVIATIONS)
     assert fm.CHAPTER.profile("small").random_init_seed_list == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- data and protocol
+def test_probe_indices_draw_the_label_fraction_and_at_least_two_patches_to_standardise():
+    cfg = eval_cfg(probe_min_samples=1, probe_label_fraction=0.01)
+    assert len(fm.probe_indices(cfg, 3)) == 2                     # 1% of 3 is 0: two, so a std exists
+    assert len(fm.probe_indices(dataclasses.replace(cfg, probe_standardize=False), 3)) == 1
+    big = fm.probe_indices(cfg, 26_970)
+    assert len(big) == 270 and len(set(big.tolist())) == 270    # 1%, without replacement
+    assert fm.probe_indices(cfg, 26_970).tolist() == big.tolist()  # seeded
+    with pytest.raises(ValueError, match="at least 2 training patches"):
+        fm.probe_indices(cfg, 1)
+
+
+def test_one_percent_probe_on_three_patches_gives_finite_scores(tmp_path):
+    """The smoke run on real BigEarthNet samples: 1% of 3 training patches, standardised features."""
+    cfg = eval_cfg(probe_min_samples=1, probe_standardize=True)
+    scores = fm.linear_probe_multilabel(fm.build_model(cfg).encoder, labelled_pairs(3), labelled_pairs(2, seed=1),
+                                        cfg, "S1+S2", "cpu", tmp_path)
+    assert 0.0 <= scores["mAP_macro"] <= 100.0
+
+
+def test_sen12ms_probe_reads_the_configured_inputs_says_what_it_leaves_out_and_refuses_nothing_labelled(
+        monkeypatch, capsys):
+    cfg = eval_cfg(transfer_inputs="S1")
+    encoder = fm.build_model(cfg).encoder
+    seen = []
+
+    def probe(train_x, train_y, test_x, test_y, task, loop, *, standardize_features, checkpoint_dir):
+        seen.append(train_x)
+        return {"top1": 0.0}
+
+    monkeypatch.setattr(fm.evaluation, "linear_probe", probe)
+    data = [{**sample, "label": torch.tensor(label)} for sample, label in zip(labelled_pairs(4), [3, -1, 0, 9])]
+    s1_features, _ = fm.frozen_features(encoder, data, "S1")
+    fm.linear_probe_sen12ms(encoder, data, data[:2], cfg)
+    fm.table2_rows(encoder, data, data[:2], cfg)                # the pretrained row first, then random init
+    assert len(seen) == 3
+    for train_x in seen[:2]:
+        assert torch.allclose(train_x, s1_features[[0, 2, 3]], atol=1e-5)    # S1 features, unlabelled left out
+    assert "left out 1 of 4 train and 1 of 2 test patches without a labelled pixel" in capsys.readouterr().out
+    unlabelled = [{**sample, "label": torch.tensor(-1)} for sample in labelled_pairs(2)]
+    with pytest.raises(ValueError, match="no labelled patch left in the test split"):
+        fm.linear_probe_sen12ms(encoder, data, unlabelled, cfg)
+
+
+def test_sen12ms_is_the_classification_benchmark_split_with_scene_labels_and_bigearthnet_the_official_lists():
+    cfg = tiny_cfg(cache_data=False)
+    for split in ("train", "test"):
+        sen, ben = fm.sen12ms(cfg, split), fm.bigearthnet(cfg, split)
+        reader = SEN12MS(dataset_root(cfg, "SEN12MS"), split=split)
+        assert len(sen) == len(reader)
+        assert len(ben) == len(BigEarthNetMM(dataset_root(cfg, "BigEarthNet-MM"), split=split))
+        raw = reader[0]
+        assert int(sen[0]["label"]) == int(raw["label_scene"]) and 0 <= int(sen[0]["label"]) < 10
+        assert torch.equal(sen[0]["s2"], raw["s2"][[b for b in range(13) if b != 10]])   # B10 (index 10) left out
+        assert fm.split_summary(cfg, sen).startswith(
+            f"SEN12MS '{split}' split (the classification benchmark's {split}_list.txt; the synthetic sample world): "
+            f"{len(reader)} patches")
+        assert fm.split_summary(cfg, ben).startswith(
+            f"BigEarthNet-MM v1 '{split}' split (official split list {split}.csv; the synthetic sample world): "
+            f"{len(ben)} patches")
+
+
+def test_split_summary_counts_from_the_reader_in_memory_and_in_a_smoke_run():
+    cached = tiny_cfg()                                    # cache_data: the samples are a list in memory
+    whole = fm.bigearthnet(cached, "train")
+    assert isinstance(whole.base, list) and fm.split_summary(cached, whole).endswith(f": {len(whole)} patches")
+    smoke = tiny_cfg(smoke=True)
+    for data in (fm.bigearthnet(smoke, "train"), fm.sen12ms(smoke, "test")):
+        assert len(data) == SMOKE_SAMPLES                    # every dataset goes through chapter_dataset
+        line = fm.split_summary(smoke, data)
+        assert line.endswith(f"of which this run uses the first {SMOKE_SAMPLES} (smoke run)")
+    assert f": {len(whole)} patches, of which" in fm.split_summary(smoke, fm.bigearthnet(smoke, "train"))
+    with pytest.raises(ValueError, match="bigearthnet\\(\\) or sen12ms\\(\\)"):
+        fm.split_summary(smoke, fm.PairedPatches(Readings()))
+
+
+def test_split_summary_names_the_patches_the_sen12ms_reader_drops(tmp_path):
+    world = dataset_root(tiny_cfg(), "SEN12MS")
+    root = tmp_path / "SEN12MS"
+    shutil.copytree(world, root, symlinks=True)
+    listing = root / "train_list.txt"
+    listing.write_text(listing.read_text() + "ROIs1868_summer_s2_146_p202.tif\n")   # the benchmark's broken patch
+    cfg = tiny_cfg(cache_data=False, data_root=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = fm.sen12ms(cfg, "train")
+    line = fm.split_summary(cfg, data)
+    assert "1 listed patch(es) dropped by the reader: ROIs1868_summer_s2_146_p202.tif" in line
+    assert f"data_root {tmp_path}" in line and f": {len(data)} patches" in line

@@ -596,3 +596,161 @@ def test_evaluation_of_a_backbone_resumes_from_its_stage_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bigearthnet-finetune", "bigearthnet-probe", "eurosat-probe"]
     assert all(any(p.glob("ckpt-*.pt")) for p in tmp_path.iterdir())
     assert sc.evaluate_backbone(backbone, cfg, "cpu", tmp_path) == first
+
+
+# --------------------------------------------------------------------------------------------------
+# Start weights: the paper's foundation models, and smoke runs that download nothing (issue 18)
+# --------------------------------------------------------------------------------------------------
+def test_start_weights_says_what_both_branches_start_from(tmp_path):
+    random_cfg, line = sc.start_weights(tiny_cfg())
+    assert random_cfg == tiny_cfg() and line.startswith("start weights: random (vit, 13 bands, 32 px")
+    full = sc.CHAPTER.profile("full")
+    same, line = sc.start_weights(full)  # a full run loads the hub weights later (online or from the cache)
+    assert same == full and "DINOv2 ViT-S/14" in line and "as the paper" in line
+    torch.save(sc.Backbone("vit", 3, 32, 8, 64, 2, 4).net.state_dict(), tmp_path / "rgb.pth")
+    local = tiny_cfg(weights=str(tmp_path / "rgb.pth"))
+    assert sc.start_weights(local) == (local, f"start weights: the RGB state dict {tmp_path / 'rgb.pth'} "
+                                              f"(vit, 13 bands, 32 px)")
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        sc.start_weights(tiny_cfg(weights=str(tmp_path / "nope.pth")))
+    rn50 = sc.start_weights(sc.CHAPTER.profile("full", arch="resnet50", mask_ratio=0))[1]
+    assert "supervised ImageNet-1k" in rn50 and "DINO's ResNet-50" in rn50  # the deviation, said in the run
+
+
+def test_a_smoke_run_without_the_hub_weights_starts_from_random_weights(monkeypatch):
+    """At the paper's sizes: ViT-S/14, 13 bands, 224 px; nothing is fetched (timm's pretrained path is never
+    taken), the config says weights='' and the line says why."""
+    monkeypatch.setattr(sc.model, "hub_weights_file", lambda arch: None)
+
+    def no_download(*args, pretrained=False, **kwargs):
+        assert not pretrained, "a smoke run must not fetch weights"
+        return real_create(*args, **kwargs)
+
+    real_create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", no_download)
+    smoke = sc.CHAPTER.profile("full", smoke=True)
+    resolved, line = sc.start_weights(smoke)
+    assert resolved == dataclasses.replace(smoke, weights="") and resolved.arch == "vit_small_patch14_dinov2"
+    assert line.startswith("start weights: SMOKE RUN without the hub weights") and "random weights of the same " \
+        "architecture (vit_small_patch14_dinov2, 13 bands, 224 px)" in line
+    assert sc.init_name(resolved) == "random init"
+    backbone = sc.create_backbone(resolved)  # the paper's model and input size, random weights
+    assert (backbone.embed_dim, backbone.num_patches, backbone.in_chans) == (384, 16 * 16, 13)
+
+
+def test_build_pretraining_of_a_smoke_run_prints_its_fallback(monkeypatch, capsys):
+    """``python -m eobook pretrain ... --smoke`` (no notebook) falls back the same way and prints the line once;
+    a config the notebook already resolved prints nothing."""
+    monkeypatch.setattr(sc.model, "hub_weights_file", lambda arch: None)
+    cfg = tiny_cfg(smoke=True, weights="hub")
+    built = sc.build_pretraining(cfg)
+    assert "SMOKE RUN without the hub weights" in capsys.readouterr().out
+    expected = seeded(lambda: sc.pretraining_module(dataclasses.replace(cfg, weights="")), cfg.seed)
+    assert all(torch.equal(a, b) for a, b in zip(built.module.state_dict().values(), expected.state_dict().values()))
+    sc.build_pretraining(sc.start_weights(cfg)[0])
+    assert capsys.readouterr().out == ""
+
+
+def test_a_smoke_run_reads_cached_hub_weights_without_the_network(monkeypatch, tmp_path):
+    """Hub weights already in the local cache (timm's safetensors file) are read from that file."""
+    from safetensors.torch import save_file
+
+    rgb = sc.Backbone("vit", 3, 32, 8, 64, 2, 4)
+    save_file({k: v.contiguous() for k, v in rgb.net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(sc.model, "hub_weights_file", lambda arch: str(tmp_path / "model.safetensors"))
+    resolved, line = sc.start_weights(tiny_cfg(smoke=True, weights="hub"))
+    assert resolved.weights == str(tmp_path / "model.safetensors") and "read from the local cache" in line
+    backbone = sc.create_backbone(resolved)
+    assert torch.equal(backbone.net.blocks[1].mlp.fc1.weight, rgb.net.blocks[1].mlp.fc1.weight)
+    assert torch.equal(backbone.net.patch_embed.proj.weight,
+                       sc.adapt_patch_embed(rgb.net.patch_embed.proj.weight.detach(), 13))
+
+
+def test_hub_weights_file_looks_only_in_the_local_cache(monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def cache(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        return "/cache/model.safetensors" if filename == "model.safetensors" else None
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", cache)
+    assert sc.hub_weights_file("vit_small_patch14_dinov2") == "/cache/model.safetensors"
+    assert asked == [("timm/vit_small_patch14_dinov2.lvd142m", "model.safetensors")]
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    assert sc.hub_weights_file("resnet50") is None
+    assert sc.hub_weights_file("vit") is None  # the CPU profiles' custom ViT has no hub weights
+
+
+@pytest.mark.slow
+def test_a_dino_resnet50_backbone_file_loads_into_the_resnet50_row(tmp_path):
+    """The paper's ResNet-50 start (DINO's backbone file: a torchvision resnet50 state dict without ``fc``,
+    see DEVIATIONS["weights"]) loads with weights=<file>: same keys as timm's resnet50."""
+    import torchvision
+
+    dino_like = torchvision.models.resnet50(weights=None)
+    dino_like.fc = torch.nn.Identity()
+    torch.save(dino_like.state_dict(), tmp_path / "dino_resnet50_pretrain.pth")
+    backbone = sc.Backbone("resnet50", in_chans=13, img_size=64)
+    report = sc.load_foundation_weights(backbone, str(tmp_path / "dino_resnet50_pretrain.pth"))
+    assert report == {"adapted": ["conv1.weight"], "skipped": []}
+    assert torch.equal(backbone.net.layer3[2].conv2.weight, dino_like.layer3[2].conv2.weight)
+
+
+def test_the_resnet50_start_weights_are_a_recorded_deviation():
+    rows = {row["field"]: row for row in sc.CHAPTER.deviation_rows()}
+    assert rows["weights"]["paper"] == rows["weights"]["full"] == "hub"  # ViT-S/14: DINOv2, as the paper
+    assert "DINO" in sc.PAPER["weights"].source and "DINO's self-supervised ResNet-50" in rows["weights"]["reason"]
+    assert "dino_resnet50_pretrain.pth" in rows["weights"]["reason"]
+    assert sc.PAPER["probe_blocks"].value == 1 and rows["probe_blocks"]["full"] == 1
+    for name in ("optimizer", "warmup_epochs", "betas", "min_lr", "probe_lr", "probe_batch_size", "finetune_lr",
+                 "finetune_batch_size"):  # the book's choices, each with its own row
+        assert rows[name]["paper"] is None and rows[name]["reason"].startswith("Not in the abstract"), name
+    table = sc.CHAPTER.deviations_table()
+    assert list(table.columns) == ["paper", "where", "full profile", "why"] and table.loc["weights", "paper"] == "hub"
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits and counts, pretraining labels, smoke subsets (issue 18)
+# --------------------------------------------------------------------------------------------------
+def test_data_splits_say_which_split_and_how_many(tmp_path):
+    cfg = tiny_cfg(probe_fraction=0.25)
+    ben_train, ben_test = sc.bigearthnet_splits(cfg)
+    euro_train, euro_test = sc.eurosat_splits(cfg)
+    ben, euro = sc.data_splits(cfg)
+    assert ben.startswith("BigEarthNet-MM, official split lists train.csv / test.csv (v1 layout)")
+    assert f"25% of the 64 training patches, drawn without replacement with seed {cfg.seed}" in ben
+    assert len(ben_train) == 16 and f"reads 16 training and {len(ben_test)} test patches" in ben
+    assert "60/20/20 split by file-name hash" in euro
+    assert f"reads {len(euro_train)} training and {len(euro_test)} test images" in euro and "smoke" not in euro
+    assert "all 64 training patches" in sc.data_splits(tiny_cfg(probe_fraction=1.0))[0]
+    assert sc.data_splits(tiny_cfg(modality="s1"))[1].startswith("EuroSAT: not evaluated for SAR input")
+
+
+def test_a_smoke_run_keeps_the_first_patches_of_the_label_fraction():
+    """The 10% draw comes from the whole training split, then a smoke run keeps its first few patches (not 10%
+    of a handful), and says so."""
+    from eobook.data import SMOKE_SAMPLES
+
+    full_draw, _ = sc.bigearthnet_splits(tiny_cfg(probe_fraction=0.5))
+    smoke_train, smoke_test = sc.bigearthnet_splits(tiny_cfg(probe_fraction=0.5, smoke=True))
+    assert len(smoke_train) == SMOKE_SAMPLES == len(smoke_test)
+    assert [smoke_train[i]["id"] for i in range(SMOKE_SAMPLES)] == [full_draw[i]["id"] for i in range(SMOKE_SAMPLES)]
+    line = sc.data_splits(tiny_cfg(probe_fraction=0.5, smoke=True))[0]
+    assert "50% of the 64 training patches" in line and f"smoke run: only the first {SMOKE_SAMPLES}" in line
+
+
+def test_pretraining_labels_come_from_the_label_file_alone(monkeypatch):
+    from eobook.data import SSL4EOS12
+
+    cfg = tiny_cfg(smoke=True)
+    dataset = sc.ssl4eo_ml(cfg)
+    expected = torch.stack([dataset[i]["multilabel"] for i in range(len(dataset))])
+
+    def no_image(*args, **kwargs):
+        raise AssertionError("pretraining_labels decoded an image")
+
+    monkeypatch.setattr(SSL4EOS12, "_read_bands", no_image)
+    labels = sc.pretraining_labels(cfg)
+    assert labels.shape == (len(dataset), 9) and torch.equal(labels, expected)

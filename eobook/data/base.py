@@ -65,7 +65,7 @@ class DataWarnings:
         if len(self.first) < WARNINGS_SHOWN:
             self.first.append(key)
         if n <= WARNINGS_SHOWN:
-            tail = f" (further files with this problem are counted, not logged)" if n == WARNINGS_SHOWN else ""
+            tail = " (further files with this problem are counted, not logged)" if n == WARNINGS_SHOWN else ""
             log.warning("%s: %s%s", path, problem, tail)
 
 

@@ -51,11 +51,11 @@ def segmentation_metrics(preds: torch.Tensor, targets: torch.Tensor, num_classes
                          ignore_index: int | None = None, classes: Sequence[int] | None = None) -> dict[str, float]:
     """Pixel metrics in percent over the whole set: OA, AA, mIoU and mF1; ``ignore_index`` pixels left out.
 
-    ``preds`` are class ids [N,H,W] (or logits [N,C,H,W]). The class means (AA, mIoU, mF1) run over
-    ``classes`` when given (the classes a paper evaluates: e.g. 8 of DFC2020's 10, two of which never occur in
-    its test set), else over the classes that occur in the targets or predictions (a class absent from both
-    has no defined IoU). OA counts every labelled pixel. For a test set too large to hold, feed
-    :class:`SegmentationScores` batch by batch.
+    ``preds`` are class ids [N,H,W] (or logits [N,C,H,W]). The class means (AA, mIoU, mF1) run over the
+    ``classes`` a paper evaluates that occur in the test labels (DFC2020: 8 of its 10 ids; a class absent from a
+    test set never enters a mean as a zero), or, without ``classes``, over those that occur in the targets or
+    predictions. OA counts every labelled pixel; ``classes`` in the result is how many classes the means
+    averaged. For a test set too large to hold, feed :class:`SegmentationScores` batch by batch.
     """
     scores = SegmentationScores(num_classes, ignore_index, classes)
     scores.update(preds, targets)
@@ -94,16 +94,19 @@ class SegmentationScores:
         support, predicted = confusion.sum(1), confusion.sum(0)
         scored, recalled = (support + predicted) > 0, support > 0
         if self.classes is not None:
-            scored = torch.zeros(self.num_classes, dtype=torch.bool)
-            scored[list(self.classes)] = True
-            recalled = scored
+            evaluated = torch.zeros(self.num_classes, dtype=torch.bool)
+            evaluated[list(self.classes)] = True
+            scored = recalled = evaluated & (support > 0)
+            if not scored.any():
+                raise ValueError(f"targets: none of the evaluated classes {list(self.classes)} occurs in the test labels")
         iou = tp / (support + predicted - tp).clamp_min(1)
         f1 = 2 * tp / (support + predicted).clamp_min(1)
         recall = tp / support.clamp_min(1)
         return {"OA": 100 * float(tp.sum() / support.sum()),
                 "AA": 100 * float(recall[recalled].mean()),
                 "mIoU": 100 * float(iou[scored].mean()),
-                "mF1": 100 * float(f1[scored].mean())}
+                "mF1": 100 * float(f1[scored].mean()),
+                "classes": int(scored.sum())}
 
 
 def _mean_present(per_class: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

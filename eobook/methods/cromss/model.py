@@ -8,6 +8,10 @@ branch's detached prediction (eq. 7); the total is eq. 1. The weights are the sa
 (eq. 11 per class, eq. 12). ``fusion="middle"`` shares one decoder and head between the two encoders,
 ``"late"`` keeps two U-Nets, ``"single"`` is the single-modal baseline (segmentation loss only).
 
+Inputs: S2 L1C clipped to mean +/- 2 std of SSL4EO-S12 and scaled to [0, 1] (Sec. IV-A; the readers do this), S1
+dB clipped and scaled the same way, as the authors' downstream loaders do (the readers standardise S1, so
+:func:`s1_unit_range` maps their z-scores to it).
+
 Shapes: probabilities ``[B, C, H, W]`` (softmax over C classes), labels ``int [B, H, W]`` with negative
 values marking unlabelled pixels (Dynamic World no-data, ``IGNORE_INDEX``). Everything random inside a
 training step (the season, the crop, the flip and the rotation) is drawn per sample from the step's
@@ -32,6 +36,14 @@ NUM_CLASSES = len(DW_CLASSES)
 FUSIONS = ("middle", "late", "single")
 #: Channel positions of the 9-band S2 set (B2-B8, B11, B12) within the 13 L1C bands.
 S2_9BAND_INDEX = tuple(S2_L1C_BANDS.index(b) for b in CROMSS_S2_BANDS)
+
+
+def s1_unit_range(z: torch.Tensor) -> torch.Tensor:
+    """The authors' S1 input from the readers' standardised dB values z = (x - mean) / std (SSL4EO-S12 statistics):
+    x clipped to mean +/- 2 std and scaled to [0, 1], i.e. clip((z + 2) / 4, 0, 1) (``data_clip_s1`` of the
+    authors' downstream loaders; their pretraining read SSL4EO-S12's uint8 release divided by 255). The book
+    feeds S1 so in pretraining and transfer alike."""
+    return ((z + 2.0) / 4.0).clamp(0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,7 +310,9 @@ class CromSS(nn.Module):
         return x[:, list(self.s2_band_index)] if modality == "s2" else x
 
     def predict(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        """Logits [B, C, H, W] of one modality's U-Net."""
+        """Logits [B, C, H, W] of one modality's U-Net (S1 inputs scaled by :func:`s1_unit_range`)."""
+        if modality == "s1":
+            x = s1_unit_range(x)
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.unets[modality](x)

@@ -9,15 +9,17 @@ Everything about the paper lives in this package:
   every ``full`` field (``PAPER``) and the book's reasons where ``full`` differs (``DEVIATIONS``);
 * :mod:`.model`: the 14-channel input, :class:`RandomSensorDrop`, multi-crop, the DINO head and loss, the
   pretraining module :class:`DINOMM`;
-* :mod:`.evaluation`: BigEarthNet-MM without snow and clouds, the linear probe of Table 2, the random and
+* :mod:`.evaluation`: BigEarthNet-MM without snow and clouds (official or the paper's SeCo lists), the linear
+  probe of Table 2 (on augmented views through the frozen teacher, or on cached features), the random and
   supervised baselines, the results table, attention maps;
 * ``CHAPTER``: the record the CLI, the notebook and the loop use.
 """
 from ...config import Chapter, Pretraining
 from .config import DEVIATIONS, PAPER, PROFILES, DinoMMConfig
-from .evaluation import (N_CLASSES, PAPER_TABLE2, SupervisedViT, bigearthnet, cls_attention_maps, eval_datasets,
-                         eval_input, label_fraction_name, linear_evaluation, random_init_evaluation, results_table,
-                         supervised_evaluation)
+from .evaluation import (N_CLASSES, PAPER_TABLE2, TRAIN_CROP_SCALE, FrozenProbe, SupervisedViT, augmented_probe,
+                         bigearthnet, cls_attention_maps, eval_datasets, eval_input, label_fraction_name,
+                         linear_evaluation, map_key, probe_head, probe_train_view, random_init_evaluation,
+                         results_table, split_summary, supervised_evaluation)
 from .model import (IN_CHANS, S1_CHANNELS, S2_CHANNELS, SENSOR_MODES, DINOHead, DINOLoss, DINOMM, DINONetwork,
                     MultiCropAugmentation, RandomSensorDrop, build_backbone, model_meta, select_sensors, sensor_mask,
                     stack_sensors)
@@ -33,9 +35,10 @@ CHAPTER = Chapter(
     notebook="01_dino_mm.ipynb", config=DinoMMConfig, profiles=PROFILES, build_pretraining=build_pretraining,
     paper=PAPER, deviations=DEVIATIONS)
 
-__all__ = ["CHAPTER", "DEVIATIONS", "DINOHead", "DINOLoss", "DINOMM", "DINONetwork", "DinoMMConfig", "IN_CHANS",
-           "MultiCropAugmentation", "N_CLASSES", "PAPER", "PAPER_TABLE2", "PROFILES", "RandomSensorDrop",
-           "S1_CHANNELS", "S2_CHANNELS", "SENSOR_MODES", "SupervisedViT", "bigearthnet", "build_backbone",
-           "build_pretraining", "cls_attention_maps", "eval_datasets", "eval_input", "label_fraction_name",
-           "linear_evaluation", "model_meta", "random_init_evaluation", "results_table", "select_sensors",
-           "sensor_mask", "stack_sensors", "supervised_evaluation"]
+__all__ = ["CHAPTER", "DEVIATIONS", "DINOHead", "DINOLoss", "DINOMM", "DINONetwork", "DinoMMConfig", "FrozenProbe",
+           "IN_CHANS", "MultiCropAugmentation", "N_CLASSES", "PAPER", "PAPER_TABLE2", "PROFILES", "RandomSensorDrop",
+           "S1_CHANNELS", "S2_CHANNELS", "SENSOR_MODES", "SupervisedViT", "TRAIN_CROP_SCALE", "augmented_probe",
+           "bigearthnet", "build_backbone", "build_pretraining", "cls_attention_maps", "eval_datasets", "eval_input",
+           "label_fraction_name", "linear_evaluation", "map_key", "model_meta", "probe_head", "probe_train_view",
+           "random_init_evaluation", "results_table", "select_sensors", "sensor_mask", "split_summary",
+           "stack_sensors", "supervised_evaluation"]

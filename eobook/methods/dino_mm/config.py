@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config import (ChapterConfig, ConfigError, Paper, check_non_negative, check_positive, check_range)
+from ...config import (ChapterConfig, ConfigError, Paper, check_choice, check_non_negative, check_positive,
+                       check_range)
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,13 @@ class DinoMMConfig(ChapterConfig):
     Data: BigEarthNet-MM under ``<root>/BigEarthNet-MM`` (``<root>`` = ``data_root`` or the sample world);
     the input is the 12 S2 L2A bands then S1 VH, VV, each scaled to [0, 1] (mean +/- 2 std).
     """
+
+    #: Where the BigEarthNet-MM splits come from: "official" (``{train,val,test}.csv`` of v1, reBEN's split
+    #: column in v2) or "seco" (the lists ``bigearthnet-{train,val,test}.txt`` that the authors' loader reads,
+    #: v1 only; place them at the dataset's root). Snow and cloud patches are removed from either.
+    split_scheme: str = "official"
+    #: The split the probes and the supervised baseline are scored on: "test" or "val".
+    eval_split: str = "test"
 
     #: ViT width D, depth and heads (ViT-S: 384, 12, 6).
     embed_dim: int = 384
@@ -61,8 +69,16 @@ class DinoMMConfig(ChapterConfig):
     probe_epochs: int = 100
     probe_batch_size: int = 256
     probe_lr: float = 0.01
-    #: Standardise the frozen features before the probe (not in the paper; helps short CPU probes).
+    #: Train the probe on augmented views, RandomResizedCrop(img_size, scale 0.08-1) + horizontal flip, through
+    #: the frozen backbone at every step (the authors' code); False: on the cached features of the evaluation
+    #: view, computed once (fast; the CPU profiles).
+    probe_augment: bool = True
+    #: Standardise the frozen features before the probe (not in the paper; helps short CPU probes; needs
+    #: ``probe_augment=False``, since augmented features are not cached).
     probe_standardize: bool = False
+    #: How Table 2's mean average precision averages: "micro" (all (patch, class) decisions pooled) or "macro"
+    #: (the mean of the per-class APs over the classes present in the scored split).
+    map_average: str = "micro"
     #: Label fractions of the training split (Table 2: 100% and 1%), and the fewest samples a subset keeps.
     label_fractions: tuple[float, ...] = (1.0, 0.01)
     min_label_samples: int = 1
@@ -76,6 +92,9 @@ class DinoMMConfig(ChapterConfig):
     supervised_batch_size: int = 256
     supervised_lr: float = 1e-3
     supervised_weight_decay: float = 0.05
+    #: Train the supervised baseline on RandomResizedCrop(eval_crop_size, scale 0.08-1) + horizontal flip
+    #: views (False: on the evaluation view).
+    supervised_augment: bool = True
     #: Patches shown in the attention-map figure.
     figure_samples: int = 4
 
@@ -90,6 +109,9 @@ class DinoMMConfig(ChapterConfig):
                            "augmentation_warmup_epochs",
                            "probe_lr", "eval_train_samples", "eval_test_samples", "supervised_lr",
                            "supervised_weight_decay")
+        check_choice(self, "split_scheme", ("official", "seco"))
+        check_choice(self, "eval_split", ("test", "val"))
+        check_choice(self, "map_average", ("micro", "macro"))
         check_range(self, "drop_path_rate", 0.0, 1.0, high_open=True)
         check_range(self, "sensor_drop_p", 0.0, 1.0)
         check_range(self, "center_momentum", 0.0, 1.0)
@@ -110,6 +132,9 @@ class DinoMMConfig(ChapterConfig):
             raise ConfigError(f"eval_crop_size: expected at most img_size={self.img_size}, got {self.eval_crop_size}")
         if self.probe_blocks > self.depth:
             raise ConfigError(f"probe_blocks: expected at most depth={self.depth}, got {self.probe_blocks}")
+        if self.probe_standardize and self.probe_augment:
+            raise ConfigError("probe_standardize: standardises cached features, expected probe_augment=False "
+                              "(augmented views are encoded afresh at every step)")
 
 
 PROFILES = {
@@ -119,8 +144,9 @@ PROFILES = {
         local_crop_size=16, n_local_crops=2, out_dim=256, head_hidden_dim=128, head_bottleneck_dim=32,
         warmup_teacher_temp_epochs=1, epochs=2, batch_size=16, max_steps_per_epoch=8, lr=5e-4 * 16 / 256,
         min_lr=1e-6, warmup_epochs=1, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=4,
-        probe_blocks=2, probe_epochs=20, probe_batch_size=64, probe_standardize=True, min_label_samples=16,
-        eval_crop_size=32, supervised_epochs=2, supervised_batch_size=32, figure_samples=3, cache_data=True),
+        probe_blocks=2, probe_epochs=20, probe_batch_size=64, probe_augment=False, probe_standardize=True,
+        min_label_samples=16, eval_crop_size=32, supervised_epochs=2, supervised_batch_size=32, figure_samples=3,
+        cache_data=True),
     # CPU demo on the small sample world (<= 15 minutes): the teacher's probe against a random ViT.
     # With the paper's augmentations from the first step this model never leaves the near-uniform start (the
     # teacher entropy climbs to log K within about 80 steps and the gradients fade), whatever we tried:
@@ -138,7 +164,8 @@ PROFILES = {
         head_bottleneck_dim=64, teacher_temp=0.04, warmup_teacher_temp_epochs=0, teacher_momentum=0.99,
         augmentation_warmup_epochs=15, epochs=35, batch_size=32, lr=1e-3,
         min_lr=1e-6, warmup_epochs=3, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, log_every=20,
-        probe_epochs=1000, probe_batch_size=128, random_init_seeds=3, min_label_samples=64, eval_crop_size=56,
+        probe_epochs=1000, probe_batch_size=128, probe_augment=False, random_init_seeds=3, min_label_samples=64,
+        eval_crop_size=56,
         supervised_epochs=10, supervised_batch_size=64, cache_data=True),
     # The paper (Sec. 3.1) and the authors' settings (NOTES.md): see PAPER for each value and its source.
     "full": DinoMMConfig(
@@ -164,6 +191,7 @@ PAPER = {
     "out_dim": Paper(65536, "Sec. 3.1"),
     "head_hidden_dim": Paper(2048, "Sec. 3.1"),
     "head_bottleneck_dim": Paper(256, "authors' code"),
+    "norm_last_layer": Paper(True, "authors' code: main_dino_B14.py, --norm_last_layer True"),
     "student_temp": Paper(0.1, "Sec. 3.1"),
     "warmup_teacher_temp": Paper(0.04, "Sec. 3.1"),
     "teacher_temp": Paper(0.07, "Sec. 3.1"),
@@ -175,6 +203,8 @@ PAPER = {
     "epochs": Paper(100, "Sec. 3.1"),
     "batch_size": Paper(256, "Sec. 3.1"),
     "optimizer": Paper("adamw", "Sec. 3.1"),
+    "betas": Paper((0.9, 0.999), "authors' code: torch.optim.AdamW with its default betas"),
+    "amp": Paper("off", "authors' code: srun_B14_train_dino.sh, --use_fp16 False (float32)"),
     "lr": Paper(5e-4, "Sec. 3.1: 5e-4 after 10 warm-up epochs"),
     "min_lr": Paper(1e-6, "authors' code"),
     "warmup_epochs": Paper(10, "Sec. 3.1"),
@@ -186,7 +216,15 @@ PAPER = {
     "probe_epochs": Paper(100, "Sec. 3.1"),
     "probe_batch_size": Paper(256, "Sec. 3.1"),
     "probe_lr": Paper(0.01, "Sec. 3.1"),
+    "probe_augment": Paper(True, "authors' code: linear_dino_B14.py trains on RandomResizedCrop(128) + "
+                                 "RandomHorizontalFlip"),
     "probe_standardize": Paper(False, "Sec. 3.1: a linear classifier on the frozen features"),
+    "map_average": Paper("micro", "authors' code: linear_dino_B14.py, average_precision_score(average='micro')"),
+    "split_scheme": Paper("seco", "Sec. 3.1 (311,667 / 103,944 / 118,065 patches); authors' code: "
+                                  "bigearthnet_dataset_seco.py reads bigearthnet-{train,val,test}.txt"),
+    "eval_split": Paper("val", "authors' code: linear_dino_B14.py scores val_B12_B2.lmdb (the val list)"),
+    "eval_train_samples": Paper(0, "Sec. 3.1: the whole training split"),
+    "eval_test_samples": Paper(0, "Sec. 3.1: the whole evaluation split"),
     "label_fractions": Paper((1.0, 0.01), "Table 2"),
     "eval_crop_size": Paper(112, "authors' code: Resize(128) + CenterCrop(112)"),
     "supervised_epochs": Paper(100, "authors' code"),
@@ -201,4 +239,20 @@ DEVIATIONS = {
                      "chance. The book follows the code that produced Table 2.",
     "grad_clip": "The authors' code clips each parameter's gradient norm to 3; the book's one loop clips the "
                  "global norm of all gradients to 3, the same rule for every chapter.",
+    "amp": "bf16 autocast on CUDA (float32 elsewhere), the book's precision policy for every chapter; the DINO "
+           "loss, its softmaxes and the centre stay in float32. amp='off' runs the authors' float32.",
+    "split_scheme": "The paper's split comes from the SeCo lists (bigearthnet-{train,val,test}.txt) that the "
+                    "authors' loader downloads from Google storage. The book could not fetch them to check them "
+                    "against the paper's counts, and the sample world does not write them, so full reads "
+                    "BigEarthNet's official lists (the v1 csvs, reBEN's split column). split_scheme='seco' reads "
+                    "the paper's lists once they lie at the dataset's root (v1 only).",
+    "eval_split": "The paper describes a test split but does not say which split Table 2 scores; the authors' "
+                  "script scores the validation list. The book scores the test split; eval_split='val' repeats "
+                  "the authors' choice.",
+    "supervised_weight_decay": "Not stated: the paper gives optimizer and lr only, and the authors' supervised "
+                               "ViT script (sup_vit_B14_moco.py) is not in their repository. 0.05 is the usual "
+                               "AdamW value for ViT-S (DeiT's).",
+    "supervised_augment": "Not stated for the supervised ViT (its script is not published); the book uses the "
+                          "training view of the authors' supervised ResNet script (sup_rn_B14.py: "
+                          "RandomResizedCrop(112) + RandomHorizontalFlip).",
 }

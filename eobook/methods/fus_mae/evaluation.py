@@ -14,9 +14,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from ...data import DFC_CLASSES, S2_L1C_BANDS, S2_L2A_BANDS, chapter_dataset
+from ...data import DFC_CLASSES, READERS, S2_L1C_BANDS, S2_L2A_BANDS, chapter_dataset, dataset_root
 from ...evaluate import (Task, drop_unlabelled, extract_features, fine_tune, label_fraction_subset, linear_probe,
                          random_init_baseline, subset)
 from ...train import TrainResult, stage_dir
@@ -68,10 +68,12 @@ class PairedPatches(Dataset):
         s2_bands: indices of the S2 bands to keep (SEN12MS has 13 L1C bands: drop B10 to match
             BigEarthNet); a cheap copy of 12 of 13 bands, and one band less to transfer to the device.
         label_key: the base sample's label entry, returned as "label".
+        origin: (reader name, split) that ``base`` was opened with, for :func:`split_summary`.
     """
 
-    def __init__(self, base: Dataset, s2_bands: list[int] | None = None, label_key: str = "label"):
-        self.base, self.s2_bands, self.label_key = base, s2_bands, label_key
+    def __init__(self, base: Dataset, s2_bands: list[int] | None = None, label_key: str = "label",
+                 origin: tuple[str, str] | None = None):
+        self.base, self.s2_bands, self.label_key, self.origin = base, s2_bands, label_key, origin
         self.shapes: dict[str, tuple[int, ...]] = {}   # {m: (C,H,W)} of the first sample returned
 
     def __len__(self) -> int:
@@ -94,16 +96,59 @@ class PairedPatches(Dataset):
 
 
 def bigearthnet(cfg: FusMAEConfig, split: str) -> PairedPatches:
-    """BigEarthNet-MM ``split`` at its native size (real data: 120 px; labels: 19-class multi-hot)."""
-    return PairedPatches(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=split))
+    """BigEarthNet-MM ``split`` at its native size (real data: 120 px; labels: 19-class multi-hot), from the
+    dataset's official split lists (v1: ``train.csv`` / ``test.csv``; v2: reBEN's ``split`` column). The book
+    does not drop the patches of the snow and cloud lists (the paper's 354,196 training images are 60% of all
+    590,326, so it apparently kept them; its own split was not published). A smoke run keeps the first few
+    patches."""
+    return PairedPatches(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=split),
+                         origin=("BigEarthNetMM", split))
 
 
 def sen12ms(cfg: FusMAEConfig, split: str) -> PairedPatches:
-    """SEN12MS scene classification ``split`` at its native size (real data: 256 px; label: majority class,
-    -1 if unlabelled; S2 without B10)."""
+    """SEN12MS scene classification ``split`` (``train`` / ``test``: the benchmark's ``train_list.txt`` /
+    ``test_list.txt``) at its native size (real data: 256 px). Label: the benchmark's single label, the
+    majority simplified IGBP class of the patch's ``lc`` band 1 (10 classes; -1 if unlabelled). S2 without
+    B10, in BigEarthNet's 12-band order. A smoke run keeps the first few patches."""
     bands = [S2_L1C_BANDS.index(b) for b in S2_L2A_BANDS]
     return PairedPatches(chapter_dataset(cfg, "SEN12MS", "SEN12MS", split=split), s2_bands=bands,
-                         label_key="label_scene")
+                         label_key="label_scene", origin=("SEN12MS", split))
+
+
+#: Where each reader's splits come from, as :func:`split_summary` names them.
+_SPLIT_SOURCES = {
+    ("BigEarthNetMM", "v1"): "official split list {split}.csv",
+    ("BigEarthNetMM", "v2"): "reBEN's metadata.parquet, split column",
+    ("SEN12MS", None): "the classification benchmark's {split}_list.txt",
+}
+_FOLDERS = {"BigEarthNetMM": "BigEarthNet-MM", "SEN12MS": "SEN12MS"}
+
+
+def split_summary(cfg: FusMAEConfig, dataset: PairedPatches) -> str:
+    """One line saying which split ``dataset`` (from :func:`bigearthnet` or :func:`sen12ms`) is, where its list
+    comes from and how many patches the reader holds (and, where a smoke run keeps fewer, how many this run
+    uses). Counts come from the reader; a dataset held in memory (``cache_data``, the sample worlds) is
+    counted as read, its layout from a fresh reader of the same folder."""
+    if dataset.origin is None:
+        raise ValueError("split_summary: expected a dataset from bigearthnet() or sen12ms() (PairedPatches.origin)")
+    name, split = dataset.origin
+    base = dataset.base
+    while isinstance(base, Subset):
+        base = base.dataset
+    reader = base if isinstance(base, READERS[name]) else READERS[name](dataset_root(cfg, _FOLDERS[name]), split=split)
+    layout = getattr(reader, "layout", None)
+    source = _SPLIT_SOURCES[(name, layout)].format(split=split)
+    if getattr(reader, "store", None) is not None:
+        source += ", packed store"
+    where = f"data_root {cfg.data_root}" if cfg.data_root else "the synthetic sample world"
+    label = _FOLDERS[name] + (f" {layout}" if layout else "")
+    line = f"{label} '{split}' split ({source}; {where}): {len(base):,} patches"
+    dropped = getattr(reader, "dropped", [])
+    if dropped:
+        line += f" ({len(dropped)} listed patch(es) dropped by the reader: {', '.join(dropped)})"
+    if len(dataset) != len(base):
+        line += f", of which this run uses the first {len(dataset):,}" + (" (smoke run)" if cfg.smoke else "")
+    return line
 
 
 def stack_samples(dataset: Dataset, count: int) -> dict[str, torch.Tensor]:
@@ -152,14 +197,24 @@ def fine_tune_multilabel(encoder: FusMAEEncoder, train_set: Dataset, test_set: D
                      checkpoint_dir=checkpoint_dir)
 
 
+def probe_indices(cfg: FusMAEConfig, n: int):
+    """Indices of the 1% probe's training patches among ``n``: a seeded ``probe_label_fraction`` drawn without
+    replacement, at least ``probe_min_samples``, and at least 2 when the features are standardised (one
+    sample has no spread to standardise by; a smoke run or a tiny real root can hold a handful of patches)."""
+    minimum = max(cfg.probe_min_samples, 2 if cfg.probe_standardize else 1)
+    if minimum > n:
+        raise ValueError(f"the 1% probe needs at least {minimum} training patches (probe_min_samples="
+                         f"{cfg.probe_min_samples}, probe_standardize={cfg.probe_standardize}); the split has {n}")
+    return label_fraction_subset(n, cfg.probe_label_fraction, cfg.seed, minimum=minimum)
+
+
 def linear_probe_multilabel(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg: FusMAEConfig,
                             inputs: str, device: torch.device | str = "cpu",
                             checkpoint_dir: str | os.PathLike | None = None) -> Scores:
     """Table 1, 1% labels: patch projections and encoder frozen, a linear classifier on a seeded
-    ``probe_label_fraction`` of the training split (drawn without replacement), ``probe_epochs`` epochs,
-    batch ``probe_batch_size``, AdamW, MultiLabelSoftMarginLoss."""
-    part = subset(train_set, label_fraction_subset(len(train_set), cfg.probe_label_fraction, cfg.seed,
-                                                   minimum=cfg.probe_min_samples))
+    ``probe_label_fraction`` of the training split (drawn without replacement, :func:`probe_indices`),
+    ``probe_epochs`` epochs, batch ``probe_batch_size``, AdamW, MultiLabelSoftMarginLoss."""
+    part = subset(train_set, probe_indices(cfg, len(train_set)))
     (train_x, train_y), (test_x, test_y) = (frozen_features(encoder, data, inputs, device) for data in (part, test_set))
     loop = cfg.stage(epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size, optimizer="adamw", lr=cfg.probe_lr,
                      device=str(device))
@@ -168,13 +223,23 @@ def linear_probe_multilabel(encoder: FusMAEEncoder, train_set: Dataset, test_set
 
 
 def linear_probe_sen12ms(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg: FusMAEConfig,
-                         inputs: str = "S2", device: torch.device | str = "cpu",
+                         inputs: str | None = None, device: torch.device | str = "cpu",
                          checkpoint_dir: str | os.PathLike | None = None) -> Scores:
-    """Table 2: linear evaluation on SEN12MS scenes with label smoothing (timm's LabelSmoothingCrossEntropy
-    equals torch's cross-entropy with ``label_smoothing``), ``transfer_epochs`` epochs, batch
-    ``transfer_batch_size``, AdamW; patches without a labelled pixel (label -1) are left out."""
-    (train_x, train_y), (test_x, test_y) = (drop_unlabelled(*frozen_features(encoder, data, inputs, device))
+    """Table 2: linear evaluation on SEN12MS scenes (the frozen encoder sees ``inputs``, by default
+    ``cfg.transfer_inputs``) with label smoothing (timm's LabelSmoothingCrossEntropy equals torch's
+    cross-entropy with ``label_smoothing``), ``transfer_epochs`` epochs, batch ``transfer_batch_size``,
+    AdamW, over the 10 simplified IGBP classes. Patches without a labelled pixel (label -1) are left out,
+    and a line says how many."""
+    (train_x, train_y), (test_x, test_y) = (frozen_features(encoder, data, inputs or cfg.transfer_inputs, device)
                                             for data in (train_set, test_set))
+    left_out = {name: int((y < 0).sum()) for name, y in (("train", train_y), ("test", test_y))}
+    if any(left_out.values()):
+        print(f"SEN12MS probe: left out {left_out['train']} of {len(train_y)} train and {left_out['test']} of "
+              f"{len(test_y)} test patches without a labelled pixel")
+    (train_x, train_y), (test_x, test_y) = drop_unlabelled(train_x, train_y), drop_unlabelled(test_x, test_y)
+    if not len(train_y) or not len(test_y):
+        raise ValueError(f"SEN12MS probe: no labelled patch left in the {'train' if not len(train_y) else 'test'} "
+                         "split (every scene label is -1)")
     loop = cfg.stage(epochs=cfg.transfer_epochs, batch_size=cfg.transfer_batch_size, optimizer="adamw",
                      lr=cfg.transfer_lr, device=str(device))
     task = Task("multiclass", len(DFC_CLASSES), label_smoothing=cfg.label_smoothing)
@@ -224,9 +289,9 @@ def table1_rows(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, c
 def table2_rows(encoder: FusMAEEncoder, train_set: Dataset, test_set: Dataset, cfg: FusMAEConfig,
                 device: torch.device | str = "cpu", checkpoint_dir: str | os.PathLike | None = None
                 ) -> tuple[dict[str, Scores], list[Scores]]:
-    """Table 2 (SEN12MS, S2 features) for this run's encoder and the random-init baseline."""
+    """Table 2 (SEN12MS, features of ``cfg.transfer_inputs``) for this run's encoder and the random-init baseline."""
     def score(enc: FusMAEEncoder, ckpt: Path | None) -> Scores:
-        return linear_probe_sen12ms(enc, train_set, test_set, cfg, "S2", device, ckpt)
+        return linear_probe_sen12ms(enc, train_set, test_set, cfg, cfg.transfer_inputs, device, ckpt)
 
     return evaluation_rows(encoder, score, cfg, checkpoint_dir)
 

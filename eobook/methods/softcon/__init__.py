@@ -25,15 +25,15 @@ import torch
 from ...config import Chapter, Pretraining
 from ...evaluate import seeded
 from .config import ARCHS, DEVIATIONS, MODALITIES, PAPER, PROFILES, SoftConConfig
-from .evaluation import (B10_INDEX, METRICS, PAPER_RESULTS, Evaluation, bigearthnet_splits, eurosat_splits,
-                         evaluate_backbone, evaluate_runs, feature_fn, fine_tune_bigearthnet, init_name,
-                         lambda_ablation, linear_probe_benchmarks, model_input, paper_table, random_init_evaluation,
-                         run_name, ssl4eo_ml)
-from .model import (MODALITY_CHANNELS, Backbone, Branch, SoftCon, adapt_patch_embed, build_multilabels_from_dw,
-                    create_backbone, embedding_logits, gather_with_grad, grey_scene_check, info_nce, label_order,
-                    label_similarity, load_foundation_weights, mixed_target, mlp, model_meta, multilabels_to_json,
-                    pretraining_module, soft_contrastive_loss, soft_target_cross_entropy, softcon_loss,
-                    write_multilabels_json)
+from .evaluation import (B10_INDEX, METRICS, PAPER_RESULTS, Evaluation, bigearthnet_splits, data_splits,
+                         eurosat_splits, evaluate_backbone, evaluate_runs, feature_fn, fine_tune_bigearthnet,
+                         init_name, lambda_ablation, linear_probe_benchmarks, model_input, paper_table,
+                         pretraining_labels, random_init_evaluation, run_name, ssl4eo_ml)
+from .model import (HUB_WEIGHTS, MODALITY_CHANNELS, Backbone, Branch, SoftCon, adapt_patch_embed,
+                    build_multilabels_from_dw, create_backbone, embedding_logits, gather_with_grad, grey_scene_check,
+                    hub_weights_file, info_nce, label_order, label_similarity, load_foundation_weights, mixed_target,
+                    mlp, model_meta, multilabels_to_json, pretraining_module, soft_contrastive_loss,
+                    soft_target_cross_entropy, softcon_loss, start_weights, write_multilabels_json)
 
 
 def build_pretraining(cfg: SoftConConfig) -> Pretraining:
@@ -41,7 +41,13 @@ def build_pretraining(cfg: SoftConConfig) -> Pretraining:
 
     The module is built with torch's generator seeded ``cfg.seed`` (and restored afterwards), so every run of
     a profile, the lambda ablation's included, starts from the same network, the random-init row's first.
+    A smoke run downloads no weights (:func:`.model.start_weights`): without them at hand it starts from
+    random weights and prints the line that says so (the notebook resolves ``cfg`` first and prints it there).
     """
+    resolved, line = start_weights(cfg)
+    if resolved != cfg:
+        print(line)
+    cfg = resolved
     dataset = ssl4eo_ml(cfg)
     module = seeded(lambda: pretraining_module(cfg), cfg.seed)
     return Pretraining(module, dataset, None, model_meta(cfg, module.encoder))
@@ -60,12 +66,13 @@ def evaluate(module: SoftCon, cfg: SoftConConfig, checkpoint_dir: str | os.PathL
     return evaluate_runs(module, cfg, CHAPTER.pretrain, checkpoint_dir, device)
 
 
-__all__ = ["ARCHS", "B10_INDEX", "Backbone", "Branch", "CHAPTER", "DEVIATIONS", "Evaluation", "METRICS",
-           "MODALITIES", "MODALITY_CHANNELS", "PAPER", "PAPER_RESULTS", "PROFILES", "SoftCon", "SoftConConfig",
-           "adapt_patch_embed", "bigearthnet_splits", "build_multilabels_from_dw", "build_pretraining",
-           "create_backbone", "embedding_logits", "eurosat_splits", "evaluate", "evaluate_backbone",
+__all__ = ["ARCHS", "B10_INDEX", "Backbone", "Branch", "CHAPTER", "DEVIATIONS", "Evaluation", "HUB_WEIGHTS",
+           "METRICS", "MODALITIES", "MODALITY_CHANNELS", "PAPER", "PAPER_RESULTS", "PROFILES", "SoftCon",
+           "SoftConConfig", "adapt_patch_embed", "bigearthnet_splits", "build_multilabels_from_dw", "build_pretraining",
+           "create_backbone", "data_splits", "embedding_logits", "eurosat_splits", "evaluate", "evaluate_backbone",
            "evaluate_runs", "feature_fn", "fine_tune_bigearthnet", "gather_with_grad", "grey_scene_check",
-           "info_nce", "init_name", "label_order", "label_similarity", "lambda_ablation", "linear_probe_benchmarks",
-           "load_foundation_weights", "mixed_target", "mlp", "model_input", "model_meta", "multilabels_to_json",
-           "paper_table", "pretraining_module", "random_init_evaluation", "run_name", "soft_contrastive_loss",
-           "soft_target_cross_entropy", "softcon_loss", "ssl4eo_ml", "write_multilabels_json"]
+           "hub_weights_file", "info_nce", "init_name", "label_order", "label_similarity", "lambda_ablation",
+           "linear_probe_benchmarks", "load_foundation_weights", "mixed_target", "mlp", "model_input", "model_meta",
+           "multilabels_to_json", "paper_table", "pretraining_labels", "pretraining_module", "random_init_evaluation",
+           "run_name", "soft_contrastive_loss", "soft_target_cross_entropy", "softcon_loss", "ssl4eo_ml",
+           "start_weights", "write_multilabels_json"]

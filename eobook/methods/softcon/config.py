@@ -1,8 +1,8 @@
 """SoftCon's settings: the typed config, the ``tiny`` / ``small`` / ``full`` profiles, the paper's values.
 
-Wang, Albrecht & Zhu (2024). Only the abstract and the authors' README (zhu-xlab/softcon: inference code and
-weights) are public, see ``shared/papers/NOTES.md``: ``PAPER`` holds what they publish, ``DEVIATIONS`` says
-where ``full`` departs from it and which values are the book's choices where the paper is silent.
+Wang, Albrecht & Zhu (2024). The book has the abstract and the authors' README (zhu-xlab/softcon: inference
+code and weights), see ``shared/papers/NOTES.md``: ``PAPER`` holds what they publish, ``DEVIATIONS`` says
+where ``full`` departs from it and which values are the book's choices where they are silent.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class SoftConConfig(ChapterConfig):
 
     Pretraining data: SSL4EO-S12-ML (``<root>/SSL4EO-S12``: one random season per location, multi-labels
     from Dynamic World); evaluation: BigEarthNet-MM and EuroSAT-MS, where ``<root>`` is ``data_root`` or
-    the sample world. Only the abstract and the authors' README are public: fields marked "choice" are
+    the sample world. The book has only the abstract and the authors' README: fields marked "choice" are
     the book's (stated in ``DEVIATIONS`` and the chapter's Deviations section).
     """
 
@@ -40,7 +40,8 @@ class SoftConConfig(ChapterConfig):
     vit_depth: int = 12
     vit_heads: int = 6
     #: Vision-foundation-model initialisation of both branches: "" (random), "hub" (timm's pretrained RGB
-    #: weights: DINOv2 LVD-142M / ResNet-50 a1-in1k) or a path to a local RGB state-dict file.
+    #: weights: DINOv2 LVD-142M / ResNet-50 a1-in1k, where the paper used DINO's ResNet-50) or a path to a local
+    #: RGB state-dict file (.pth or .safetensors). A smoke run never downloads (see ``model.start_weights``).
     weights: str = "hub"
     #: MoCo v3 heads (choice): projector 3 layers (hidden, output), predictor 2 layers (hidden).
     proj_hidden: int = 4096
@@ -138,19 +139,31 @@ PAPER = {
     "vit_dim": Paper(384, f"{_README}: ViT-S/14 (DINOv2)"),
     "vit_depth": Paper(12, f"{_README}: ViT-S/14 (DINOv2)"),
     "vit_heads": Paper(6, f"{_README}: ViT-S/14 (DINOv2)"),
-    "weights": Paper("hub", "abstract: continual pretraining from DINOv2 weights (Fig. 4: both branches)"),
+    "weights": Paper("hub", "abstract: continual pretraining from DINOv2 weights, both branches (Fig. 4); "
+                            f"{_README}: from vision foundation models \"e.g. DINO and DINOv2\" (ResNet-50: DINO's)"),
     "probe_fraction": Paper(0.1, "abstract and README: linear probing on BigEarthNet-10%"),
+    "probe_blocks": Paper(1, f"{_README}: the head on the last 4 layers only for the starred ViT-B/14 rows"),
     "probe_standardize": Paper(False, "README: a linear probe on the frozen features"),
 }
 
 #: Why ``full`` differs from the paper where it does, and the book's choices where the paper is silent.
-_CHOICE = "Not published (only the abstract and the README are public); the book's choice: "
+_CHOICE = ("Not in the abstract or the authors' README (the full text was not available to the book); "
+           "the book's choice: ")
 DEVIATIONS = {
     "probe_standardize": "The book's probe scales the frozen features with the training set's mean and std "
                          "before the linear layer, as this chapter always did (a linear head can absorb the "
                          "scaling, but it changes SGD's conditioning, so short probes converge alike).",
-    "probe_blocks": "The README concatenates the CLS tokens of the last 4 layers for ViT-B/14 only; the book "
-                    "reads the ViT-S/14 and ResNet-50 rows as one feature vector (set probe_blocks=4 with "
+    "weights": "'hub' loads timm's pretrained weights of `arch`. For ViT-S/14 (this profile) and ViT-B/14 those "
+               "are DINOv2's LVD-142M weights, as the paper. For ResNet-50 they are timm's supervised ImageNet-1k "
+               "ResNet-50 (a1_in1k), but the authors continued from DINO's self-supervised ResNet-50 (their README: "
+               "\"vision foundation models (e.g. DINO and DINOv2)\"; DINOv2 has no ResNet-50): timm's hub has no "
+               "DINO ResNet-50. To follow the paper with arch=resnet50, download DINO's backbone "
+               "(dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth, see "
+               "facebookresearch/dino hubconf.py; its keys are timm's resnet50 keys) and pass weights=<that file>. "
+               "A smoke run downloads nothing: without the weights in the local cache it starts from random weights "
+               "of the same architecture and says so.",
+    "probe_blocks": "The README concatenates the CLS tokens of the last 4 layers for the ViT-B/14 rows only; the "
+                    "ViT-S/14 and ResNet-50 rows read one feature vector, as here (set probe_blocks=4 with "
                     "arch=vit_base_patch14_dinov2).",
     "mask_ratio": _CHOICE + "0.5. The abstract names Siamese masking of the trainable branch (ViT only), "
                   "not its ratio.",
@@ -165,10 +178,19 @@ DEVIATIONS = {
     "jitter": _CHOICE + "SSL4EO-S12's MoCo brightness/contrast 0.4 (p 0.8), without the RGB-only colour ops.",
     "epochs": _CHOICE + "100 epochs (MoCo v3's ViT recipe, shortened for continual pretraining).",
     "batch_size": _CHOICE + "global batch 1024.",
+    "optimizer": _CHOICE + "AdamW, MoCo v3's optimiser for ViTs (also used here for ResNet-50, where MoCo v3 "
+                           "uses LARS).",
     "lr": _CHOICE + "MoCo v3's 1.5e-4 x batch/256.",
+    "min_lr": _CHOICE + "cosine decay to 0, as MoCo v3.",
+    "warmup_epochs": _CHOICE + "10 warm-up epochs (MoCo v3: 40 of 300), for 100 epochs from pretrained weights.",
     "weight_decay": _CHOICE + "MoCo v3's 0.1.",
+    "betas": _CHOICE + "MoCo v3's AdamW betas (0.9, 0.95).",
     "sync_batchnorm": _CHOICE + "SyncBatchNorm in the MLP heads, as MoCo v3.",
-    "probe_epochs": _CHOICE + "100 epochs, SGD lr 0.01, batch 256 (DINO-MM's probe, by the same authors).",
-    "finetune_epochs": _CHOICE + "50 epochs of AdamW, lr 1e-4, on the same BigEarthNet label fraction as "
-                                 "the probe (the paper's fine-tuning setting is not public).",
+    "probe_epochs": _CHOICE + "100 epochs (DINO-MM's probe, by the same group).",
+    "probe_lr": _CHOICE + "SGD, momentum 0.9, lr 0.01 with cosine decay, no weight decay (DINO-MM's probe).",
+    "probe_batch_size": _CHOICE + "batch 256 (DINO-MM's probe).",
+    "finetune_epochs": _CHOICE + "50 epochs on the same BigEarthNet label fraction as the probe (the paper's "
+                                 "fine-tuning setting is not public).",
+    "finetune_lr": _CHOICE + "AdamW, lr 1e-4 with cosine decay, weight decay 0.05.",
+    "finetune_batch_size": _CHOICE + "batch 64.",
 }

@@ -9,11 +9,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from ...data import BEN19_CLASSES, EUROSAT_CLASSES, chapter_dataset
+from ...data import (BEN19_CLASSES, DW_CLASSES, EUROSAT_CLASSES, SMOKE_SAMPLES, SSL4EOS12, chapter_dataset,
+                     dataset_root, open_dataset, smoke_subset)
 from ...evaluate import (Task, compare_to_baseline, extract_features, fine_tune, label_fraction_subset, linear_probe,
                          random_init_baseline, score_ranges, seeded, subset)
 from ...train import TrainResult, stage_dir
@@ -48,16 +50,70 @@ def ssl4eo_ml(cfg: SoftConConfig) -> Dataset:
                            multilabels=True, seed=cfg.seed)
 
 
-def bigearthnet_splits(cfg: SoftConConfig) -> tuple[Subset, Dataset]:
-    """BigEarthNet-MM train (``cfg.probe_fraction`` of it, drawn without replacement, seeded) and test."""
-    train = chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="train")
-    test = chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="test")
-    return subset(train, label_fraction_subset(len(train), cfg.probe_fraction, cfg.seed)), test
+def pretraining_labels(cfg: SoftConConfig) -> torch.Tensor:
+    """The multi-labels [N, 9] of the pretraining scenes in the seasons of the first epoch, read from the
+    label file alone (``ssl4eo_s12_ml.json``, or the label arrays of a packed store): no image is decoded, so
+    a full run gets its label statistics in seconds. N is what :func:`ssl4eo_ml` reads (a smoke run: its few)."""
+    reader = SSL4EOS12(dataset_root(cfg, "SSL4EO-S12"), modalities=(cfg.modality,), seasons="random",
+                       multilabels=True, seed=cfg.seed)
+    rows = []
+    for i in range(len(smoke_subset(reader, cfg))):
+        seasons = reader._season_list(i)
+        if reader.store is not None:
+            rows.append(reader.store.read(i, ("multilabel",), seasons)["multilabel"][0])
+        else:
+            rows.append(reader._multilabel(reader.ids[i], seasons)[0][0])
+    return torch.as_tensor(np.stack(rows), dtype=torch.float32) if rows else torch.zeros(0, len(DW_CLASSES))
+
+
+def _bigearthnet(cfg: SoftConConfig) -> tuple[int, Dataset, Dataset]:
+    """(patches of the whole training split, the probe's training set, the test set); see
+    :func:`bigearthnet_splits`."""
+    root = dataset_root(cfg, "BigEarthNet-MM")
+    full = open_dataset("BigEarthNetMM", root, cfg.cache_data and not cfg.smoke, split="train")
+    train = smoke_subset(subset(full, label_fraction_subset(len(full), cfg.probe_fraction, cfg.seed)), cfg)
+    return len(full), train, chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split="test")
+
+
+def bigearthnet_splits(cfg: SoftConConfig) -> tuple[Dataset, Dataset]:
+    """BigEarthNet-MM: ``cfg.probe_fraction`` of the training split (drawn without replacement, seeded
+    ``cfg.seed``; the README's BigEarthNet-10%) and the whole test split, as the reader's default split scheme
+    gives them (v1: the official ``train.csv`` / ``test.csv``; v2: reBEN's ``split`` column). A smoke run
+    keeps the first few patches of that 10% draw and of the test split."""
+    _, train, test = _bigearthnet(cfg)
+    return train, test
 
 
 def eurosat_splits(cfg: SoftConConfig) -> tuple[Dataset, Dataset]:
-    """EuroSAT-MS train and test (13 L1C bands)."""
+    """EuroSAT-MS train and test (13 L1C bands): the split lists ``eurosat-{train,test}.txt`` where the
+    root has them (torchgeo's), else the reader's fixed 60/20/20 split by file-name hash."""
     return tuple(chapter_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=split) for split in ("train", "test"))
+
+
+def data_splits(cfg: SoftConConfig) -> list[str]:
+    """One line per evaluation dataset: the split it reads and how many samples, counted from what
+    :func:`bigearthnet_splits` and :func:`eurosat_splits` hand the probes (the validation splits are not used)."""
+    smoke = f" (smoke run: only the first {SMOKE_SAMPLES} samples of each are kept)" if cfg.smoke else ""
+    ben_root = dataset_root(cfg, "BigEarthNet-MM")
+    n_full, train, test = _bigearthnet(cfg)
+    scheme = ("official split lists train.csv / test.csv (v1 layout)" if (ben_root / "BigEarthNet-v1.0").is_dir()
+              else "the split column of metadata.parquet (v2, reBEN)")
+    drawn = (f"all {n_full} training patches" if cfg.probe_fraction == 1 else
+             f"{100 * cfg.probe_fraction:g}% of the {n_full} training patches, drawn without replacement with seed "
+             f"{cfg.seed}")
+    lines = [f"BigEarthNet-MM, {scheme}: the probe and fine-tuning train on {drawn}, and test on the test split; "
+             f"this run reads {len(train)} training and {len(test)} test patches{smoke}"]
+    if cfg.modality == "s2c":
+        euro_root = dataset_root(cfg, "EuroSAT-MS")
+        scheme = ("split lists eurosat-train.txt / eurosat-test.txt" if (euro_root / "eurosat-train.txt").is_file()
+                  else "no split lists, so the reader's fixed 60/20/20 split by file-name hash")
+        e_train, e_test = eurosat_splits(cfg)
+        lines.append(f"EuroSAT-MS, {scheme}: this run reads {len(e_train)} training and {len(e_test)} test "
+                     f"images{smoke}")
+    else:
+        lines.append("EuroSAT: not evaluated for SAR input (the README's SAR row needs a Sentinel-1 EuroSAT, "
+                     "which the book has no reader for)")
+    return lines
 
 
 def model_input(batch: dict[str, Any], modality: str) -> torch.Tensor:

@@ -14,13 +14,15 @@ What the authors did not publish is chosen here, stated, and tested (see :mod:`.
   encoder + projector updated by EMA, symmetric loss over the two views, keys gathered over DDP ranks.
 * **Siamese masking** (ViT only): a random ``mask_ratio`` of the trainable branch's patches is dropped
   and only the visible ones are encoded; the momentum branch sees its whole view.
-* **Continual pretraining**: RGB weights of a vision foundation model (DINOv2 ViT-S/14, ViT-B/14, or an
-  ImageNet ResNet-50) initialise both branches; the 13-band (or 2-band SAR) patch embedding is built by
-  :func:`adapt_patch_embed` (mean RGB filter per band, scaled by 3 / in_chans).
+* **Continual pretraining**: RGB weights of a vision foundation model (DINOv2 ViT-S/14, ViT-B/14; the authors'
+  ResNet-50 started from DINO's, timm's hub offers a supervised one) initialise both branches; the 13-band
+  (or 2-band SAR) patch embedding is built by :func:`adapt_patch_embed` (mean RGB filter per band, scaled by
+  3 / in_chans). A smoke run downloads nothing (:func:`start_weights`).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -301,6 +303,62 @@ class Backbone(nn.Module):
         return self(x)
 
 
+#: What ``weights="hub"`` loads per architecture: timm's default pretrained tag and what it is. The paper
+#: continued the ViTs from DINOv2 (the same weights) and ResNet-50 from DINO's self-supervised ResNet-50,
+#: which timm's hub does not have (see ``DEVIATIONS["weights"]``).
+HUB_WEIGHTS = {
+    "vit_small_patch14_dinov2": "DINOv2 ViT-S/14 (LVD-142M), as the paper",
+    "vit_base_patch14_dinov2": "DINOv2 ViT-B/14 (LVD-142M), as the paper",
+    "resnet50": "timm's supervised ImageNet-1k ResNet-50 (a1_in1k); the paper started from DINO's ResNet-50",
+}
+
+
+def hub_weights_file(arch: str) -> str | None:
+    """The local file of timm's pretrained ``arch`` weights in the Hugging Face cache, or None when it has
+    not been downloaded (nothing is fetched here)."""
+    pretrained = timm.models.get_pretrained_cfg(arch)                      # None for names timm lacks ("vit")
+    if pretrained is None or not pretrained.hf_hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(pretrained.hf_hub_id, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def start_weights(cfg: SoftConConfig) -> tuple[SoftConConfig, str]:
+    """The weights both branches start from, and one line that says which.
+
+    A smoke run downloads nothing: with ``weights="hub"`` it reads timm's file from the local Hugging Face
+    cache when it is there, and otherwise starts from **random weights of the same architecture** (the
+    returned config has ``weights=""``; the line says so). Every other run returns ``cfg`` unchanged.
+
+    Returns:
+        ``(cfg to build the networks with, the line)``.
+    Raises:
+        FileNotFoundError: ``weights`` names a local file that does not exist.
+    """
+    shape = f"{cfg.arch}, {MODALITY_CHANNELS[cfg.modality]} bands, {cfg.img_size} px"
+    if not cfg.weights:
+        return cfg, f"start weights: random ({shape}; weights=''), no foundation model"
+    if cfg.weights != "hub":
+        if not Path(cfg.weights).is_file():
+            raise FileNotFoundError(f"weights: {cfg.weights} is not a file (expected a state dict of timm {cfg.arch!r})")
+        return cfg, f"start weights: the RGB state dict {cfg.weights} ({shape})"
+    what = HUB_WEIGHTS.get(cfg.arch, f"timm's pretrained {cfg.arch!r}")
+    if not cfg.smoke:
+        return cfg, f"start weights: weights='hub', {what}, from the Hugging Face hub ({shape})"
+    cached = hub_weights_file(cfg.arch)
+    if cached is not None:
+        return dataclasses.replace(cfg, weights=cached), \
+            f"start weights: weights='hub', {what}, read from the local cache ({shape}); smoke run, nothing downloaded"
+    return dataclasses.replace(cfg, weights=""), (
+        f"start weights: SMOKE RUN without the hub weights: weights='hub' ({what}) is not in the local cache and a "
+        f"smoke run downloads nothing, so both branches start from random weights of the same architecture ({shape})")
+
+
 def _rgb_state_dict(source: str, arch: str) -> dict[str, torch.Tensor]:
     if source == "hub":
         try:
@@ -312,6 +370,10 @@ def _rgb_state_dict(source: str, arch: str) -> dict[str, torch.Tensor]:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"weights: {path} is not a file (expected a state dict of timm {arch!r})")
+    if path.suffix == ".safetensors":  # timm's hub files
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -324,8 +386,9 @@ def load_foundation_weights(backbone: Backbone, source: str) -> dict[str, list[s
 
     Args:
         source: ``"hub"`` (timm's pretrained weights of ``backbone.arch``: DINOv2 LVD-142M for the ViTs,
-            ResNet-50 a1 ImageNet-1k; needs the internet or a cache) or a local file holding the state dict
-            of the RGB timm model.
+            ResNet-50 a1 ImageNet-1k; needs the internet or a cache) or a local file (``.pth``, or timm's
+            ``.safetensors``) holding the state dict of the RGB timm model, e.g. DINO's ResNet-50 backbone,
+            the paper's start for ResNet-50.
     Returns:
         ``{"adapted": [...], "skipped": [...]}``: keys rebuilt for the new input (patch embedding,
         positional embedding) and classifier keys dropped.
