@@ -217,20 +217,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     """Keep the executed notebooks of complete runs in the book's source folder, each with a record of what
-    produced it (commit, command, profile, hardware, packages, wall time), in chapter order."""
+    produced it (commit, command, profile, hardware, packages, wall time) and of the verdict of every seed's
+    run (``--seed-runs``: the same chapters run with other seeds), in chapter order."""
     runs, dest = Path(args.runs), Path(args.dest)
     names = expand_chapters(args.chapters or ["all"])
-    missing = [n for n in names if run_status(runs / n) != "complete"
-               or not (runs / n / get_chapter(n).notebook).exists()]
+    roots = [runs, *map(Path, args.seed_runs)]
+    missing = [str(root / n) for root in roots for n in names if run_status(root / n) != "complete"
+               or not (root / n / get_chapter(n).notebook).exists()]
     if missing:
-        raise CLIError(f"no complete run for chapter(s) {missing} under {runs}; run `python -m eobook run` first")
+        raise CLIError(f"no complete run in {missing}; run `python -m eobook run` first")
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:
-        notebook = get_chapter(name).notebook
-        shutil.copyfile(runs / name / notebook, dest / notebook)
-        atomic_write_json(dest / f"{Path(notebook).stem}.run.json", run_record(runs / name, name))
+        chapter = get_chapter(name)
+        stem = Path(chapter.notebook).stem
+        shutil.copyfile(runs / name / chapter.notebook, dest / chapter.notebook)
+        if chapter.showcase and (runs / name / "figures" / f"{chapter.showcase}.png").is_file():
+            shutil.copyfile(runs / name / "figures" / f"{chapter.showcase}.png", dest / f"{stem}.png")
+        record = run_record(runs / name, name)
+        record["seeds"] = [seed_verdict(root / name) for root in roots]
+        atomic_write_json(dest / f"{stem}.run.json", record)
     print(f"kept {len(names)} executed chapter(s) in {dest}")
     return 0
+
+
+def seed_verdict(folder: Path) -> dict:
+    """One run's seed, wall time and verdict (``metrics.json``'s ``verdict``: columns won against random init)."""
+    provenance = json.loads((folder / "provenance.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {"seed": provenance["parameters"].get("seed"), "wall_seconds": metrics.get("wall_seconds"),
+            "verdict": metrics.get("verdict")}
 
 
 def cmd_book_assets(args: argparse.Namespace) -> int:
@@ -247,8 +262,36 @@ def cmd_book_assets(args: argparse.Namespace) -> int:
     mathjax = book / "_extra" / "mathjax"
     shutil.rmtree(mathjax, ignore_errors=True)
     shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax)
-    print(f"wrote {book / 'figures' / 'package_layout.png'} and {mathjax}")
+    (book / "overview.generated.md").write_text(overview_cards(book / "small"))
+    print(f"wrote {book / 'figures' / 'package_layout.png'}, {mathjax} and {book / 'overview.generated.md'}")
     return 0
+
+
+def overview_cards(kept: Path) -> str:
+    """The intro page's cards, one per chapter: the kept run's figure, the paper's claim, and what the small runs
+    of every seed showed against random init (from the records ``collect`` keeps beside the chapters)."""
+    cards = []
+    for name in chapter_names():
+        chapter = get_chapter(name)
+        stem = Path(chapter.notebook).stem
+        record_file = kept / f"{stem}.run.json"
+        record = json.loads(record_file.read_text()) if record_file.is_file() else {"seeds": []}
+        image = f":img-top: small/{stem}.png\n" if (kept / f"{stem}.png").is_file() else ""
+        cards.append(f":::{{grid-item-card}} {chapter.number}. {chapter.title.split(':')[0]}\n{image}"
+                     f":link: small/{stem}\n:link-type: doc\n\n{chapter.claim}\n+++\n{seeds_sentence(record)}\n:::")
+    return "::::{grid} 1 2 2 3\n:gutter: 3\n\n" + "\n\n".join(cards) + "\n::::\n"
+
+
+def seeds_sentence(record: dict) -> str:
+    """What the small runs of every seed showed, in one sentence."""
+    verdicts = [s["verdict"] for s in record.get("seeds", []) if s.get("verdict")]
+    if not verdicts:
+        return "Small runs: not kept yet (`make book-small`)."
+    beats = sum(v["wins"] > v["columns"] / 2 and v["mean_gain"] > 0 for v in verdicts)
+    wins = ", ".join(f"{v['wins']}/{v['columns']}" for v in verdicts)
+    gains = ", ".join(f"{v['mean_gain']:+.1f}" for v in verdicts)
+    return (f"Small runs: pretraining beats random init in {beats} of {len(verdicts)} seeds "
+            f"(columns won {wins}; mean gain {gains} points).")
 
 
 def run_record(folder: Path, chapter: str) -> dict:
@@ -296,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("chapters", nargs="*", help="chapter names (default: all)")
     collect.add_argument("--runs", required=True, help="the --out folder of `run`")
     collect.add_argument("--dest", required=True, help="the book's folder of executed chapters (book/small)")
+    collect.add_argument("--seed-runs", nargs="*", default=[], metavar="DIR",
+                         help="the --out folders of the same chapters run with other seeds (their verdicts are kept)")
     collect.set_defaults(func=cmd_collect)
 
     assets = sub.add_parser("book-assets", help="write the book's diagram and local MathJax (make book does)")

@@ -51,7 +51,11 @@ def build_pretraining(cfg: CromSSConfig) -> Pretraining:
 
 CHAPTER = Chapter(
     name="cromss", number=5, title="CromSS: cross-modal pretraining with noisy labels", notebook="05_cromss.ipynb",
-    config=CromSSConfig, profiles=PROFILES, build_pretraining=build_pretraining, paper=PAPER, deviations=DEVIATIONS)
+    config=CromSSConfig, profiles=PROFILES, build_pretraining=build_pretraining, paper=PAPER, deviations=DEVIATIONS,
+    claim=(
+        "Pretraining U-Nets on noisy Dynamic World labels with cross-modal sample selection and spatial-"
+        "temporal label smoothing improves segmentation transfer over random and single-modal pretraining."),
+    showcase="fig9_10_segmentation_maps")
 
 __all__ = ["CHAPTER", "DEVIATIONS", "DFC2020_EVAL_IDS", "DFC2020_PAPER_CLASSES", "DFC2020_TO_PAPER",
            "ENCODER_SETTINGS", "FUSIONS", "INPUTS", "METRICS", "NUM_CLASSES", "PAPER", "PAPER_DFC2020", "PAPER_DW",

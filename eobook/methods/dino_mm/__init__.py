@@ -33,7 +33,11 @@ def build_pretraining(cfg: DinoMMConfig) -> Pretraining:
 CHAPTER = Chapter(
     name="dino_mm", number=1, title="DINO-MM: self-supervised ViTs for joint SAR-optical representation learning",
     notebook="01_dino_mm.ipynb", config=DinoMMConfig, profiles=PROFILES, build_pretraining=build_pretraining,
-    paper=PAPER, deviations=DEVIATIONS)
+    paper=PAPER, deviations=DEVIATIONS,
+    claim=(
+        "DINO self-distillation with RandomSensorDrop learns one ViT for SAR, optical and SAR-optical inputs "
+        "whose linear probe beats random initialisation by over 20 mAP points and nears supervised training."),
+    showcase="attention_maps")
 
 __all__ = ["CHAPTER", "DEVIATIONS", "DINOHead", "DINOLoss", "DINOMM", "DINONetwork", "DinoMMConfig", "FrozenProbe",
            "IN_CHANS", "MultiCropAugmentation", "N_CLASSES", "PAPER", "PAPER_TABLE2", "PROFILES", "RandomSensorDrop",

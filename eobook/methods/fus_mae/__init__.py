@@ -36,7 +36,11 @@ def build_pretraining(cfg: FusMAEConfig) -> Pretraining:
 CHAPTER = Chapter(
     name="fus_mae", number=2, title="Fus-MAE: cross-attention data fusion for masked autoencoders",
     notebook="02_fus_mae.ipynb", config=FusMAEConfig, profiles=PROFILES, build_pretraining=build_pretraining,
-    paper=PAPER, deviations=DEVIATIONS)
+    paper=PAPER, deviations=DEVIATIONS,
+    claim=(
+        "Fusing SAR and optical tokens by cross-attention inside a masked autoencoder beats ImageNet, DINO-MM"
+        " and SatViT initialisations on BigEarthNet-MM and SEN12MS."),
+    showcase="reconstructions_independent")
 
 __all__ = ["CHAPTER", "DEVIATIONS", "FusMAE", "FusMAEClassifier", "FusMAEConfig", "FusMAEEncoder", "INPUTS",
            "IN_CHANS", "MASKINGS", "MODALITIES", "ModalityDecoder", "N_CLASSES", "PAPER", "PAPER_TABLE1",

@@ -56,7 +56,11 @@ def build_pretraining(cfg: SoftConConfig) -> Pretraining:
 CHAPTER = Chapter(
     name="softcon", number=4, title="SoftCon: multi-label guided soft contrastive continual pretraining",
     notebook="04_softcon.ipynb", config=SoftConConfig, profiles=PROFILES, build_pretraining=build_pretraining,
-    paper=PAPER, deviations=DEVIATIONS)
+    paper=PAPER, deviations=DEVIATIONS,
+    claim=(
+        "Contrastive learning toward soft targets from multi-label land cover, continued from vision "
+        "foundation models, gives strong EO encoders at a fraction of the usual pretraining cost."),
+    showcase="similarity_matrices")
 
 
 def evaluate(module: SoftCon, cfg: SoftConConfig, checkpoint_dir: str | os.PathLike | None = None,
