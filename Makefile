@@ -39,10 +39,15 @@ book: setup
 	$(VENV)/bin/jupyter-book build book --config _config.yml -W -n --keep-going --path-output .
 	@echo "The book is at _build/html/index.html"
 
+# Every seed of SEEDS runs; the first seed's executed notebook is kept, the others' verdicts beside it.
 CHAPTER ?= all
+SEEDS   ?= 0 1 2
 book-small: setup
-	$(PY) -m eobook run $(CHAPTER) --profile small --out $(RUNS_SMALL) --force
-	$(PY) -m eobook collect $(subst all,,$(CHAPTER)) --runs $(RUNS_SMALL) --dest book/small
+	for seed in $(SEEDS); do \
+	  $(PY) -m eobook run $(CHAPTER) --profile small --out $(RUNS_SMALL)/seed$$seed -p seed=$$seed --force || exit 1; \
+	done
+	$(PY) -m eobook collect $(filter-out all,$(CHAPTER)) --runs $(RUNS_SMALL)/seed$(firstword $(SEEDS)) \
+	  --seed-runs $(foreach s,$(wordlist 2,9,$(SEEDS)),$(RUNS_SMALL)/seed$(s)) --dest book/small
 
 # Open the chapters in JupyterLab.
 lab: data
