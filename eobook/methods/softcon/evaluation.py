@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from ...data import (BEN19_CLASSES, DW_CLASSES, EUROSAT_CLASSES, SMOKE_SAMPLES, SSL4EOS12, chapter_dataset,
                      dataset_root, open_dataset, smoke_subset)
 from ...evaluate import (Task, compare_to_baseline, extract_features, fine_tune, label_fraction_subset, linear_probe,
-                         random_init_baseline, score_ranges, seeded, subset)
+                         random_init_baseline, score_ranges, seeded, subset, verdict_record)
 from ...train import TrainResult, stage_dir
 from .config import SoftConConfig
 from .model import Backbone, SoftCon, create_backbone
@@ -255,6 +255,11 @@ class Evaluation:
             lines.append(f"{self.baselines[0]} over {len(self.init_per_seed)} seeds: " +
                          ", ".join(f"{METRICS[k]} {v}" for k, v in spread.items()))
         return lines
+
+    def verdict(self) -> dict:
+        """SoftCon against the initialisation (the first baseline), as ``metrics.json`` keeps it."""
+        return verdict_record(*compare_to_baseline(self.scores[self.method], self.scores[self.baselines[0]],
+                                                   self.method, self.baselines[0]))
 
     def table(self):
         """Rows = runs, columns = the metrics' names, in percent (rounded to 0.1)."""
