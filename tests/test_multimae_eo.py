@@ -2,6 +2,7 @@
 RNG contract, adapters and decoders, eq. (1), SEG resizing, weight decay, training, resume, DDP draws, the
 downstream protocols, the results table and the profiles."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from eobook.config import ConfigError
-from eobook.data import MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, GeoBench, MMEarth, dataset_root, real_data_root
+from eobook.data import (MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS, SMOKE_SAMPLES, FMoWSentinel, GeoBench, MMEarth,
+                         dataset_root, real_data_root)
 from eobook.evaluate import seeded
 from eobook.methods import multimae_eo as mm
 from eobook.nn import patchify
@@ -350,16 +352,18 @@ def test_sample_world_tasks_give_scalar_class_ids_and_encoder_inputs():
 def eval_cfg(**overrides) -> mm.MultiMAEConfig:
     return tiny_cfg(**{"embed_dim": 32, "depth": 1, "num_heads": 2, "eval_max_train": 12, "eval_max_test": 8,
                        "probe_epochs": 3, "finetune_epochs": 1, "finetune_batch_size": 4, "seg_head_dim": 8,
-                       "input_sets": ("rgb",), "device": "cpu", "progress": "off", **overrides})
+                       "input_sets": ("rgb",), "classification_tasks": ("m-eurosat",), "device": "cpu",
+                       "progress": "off", **overrides})
 
 
 def test_downstream_protocols_score_every_cell_checkpoint_each_stage_and_resume(tmp_path):
     cfg = eval_cfg()
     tasks = mm.downstream_tasks(cfg)
     assert [t.name for t in tasks] == ["m-eurosat", "m-landcover-seg"]
-    encoder = seeded(lambda: mm.build_encoder(cfg), 0)
+    encoder = seeded(lambda: mm.build_encoder(cfg), 0).train()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     scores, seg_models = mm.evaluate_downstream(encoder, tasks, cfg, checkpoint_dir=tmp_path)
+    assert encoder.training  # the probe reads it in eval mode and restores the mode
     assert set(scores) == {("m-eurosat", "OA", "rgb", "linear probing"), ("m-eurosat", "OA", "rgb", "end-to-end"),
                            ("m-landcover-seg", "mIoU", "rgb", "frozen encoder"),
                            ("m-landcover-seg", "mIoU", "rgb", "end-to-end")}
@@ -436,10 +440,24 @@ def test_real_geobench_samples_go_through_the_same_reader_and_encoder():
 # ------------------------------------------------------------------------------------- profiles
 @pytest.mark.parametrize("field, value", [("num_visible", 17), ("depth_loss", "huber"), ("hflip_p", 1.5),
                                           ("input_sets", ("rgb", "nir")), ("patch_size", 6),
-                                          ("decoder_dim", 30), ("random_init_seeds", -1)])
+                                          ("decoder_dim", 30), ("random_init_seeds", -1),
+                                          ("fmow_train_fraction", 0.0), ("fmow_train_fraction", 1.5),
+                                          ("fmow_test_split", "train"), ("fmow_image_size", 0),
+                                          ("mmearth_split", "everything"), ("probe_batch_size", 0),
+                                          ("classification_tasks", ("m-landcover-seg",)),
+                                          ("segmentation_tasks", ("fmow",))])
 def test_config_refuses_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         tiny_cfg(**{field: value})
+
+
+def test_full_profile_reads_every_task_of_table_3_and_the_authors_pretraining_settings():
+    cfg = mm.CHAPTER.profile("full")
+    assert cfg.classification_tasks == mm.PAPER["classification_tasks"].value and "fmow" in cfg.classification_tasks
+    assert cfg.segmentation_tasks == mm.PAPER["segmentation_tasks"].value
+    assert (cfg.fmow_train_fraction, cfg.fmow_image_size, cfg.eval_max_train, cfg.eval_max_test) == (0.1, 64, 0, 0)
+    assert (cfg.min_lr, cfg.hflip_p, cfg.decoder_heads, cfg.drop_path_rate, cfg.grad_clip) == (0.0, 0.5, 8, 0.0, 0.0)
+    assert cfg.mmearth_split == "train" and cfg.weight_decay_end is None and cfg.lr_schedule == "cosine"
 
 
 def test_full_profile_has_the_papers_settings():
@@ -455,8 +473,14 @@ def test_every_departure_from_the_paper_has_a_reason():
     assert mm.CHAPTER.unexplained_deviations() == []
     rows = {row["field"]: row for row in mm.CHAPTER.deviation_rows()}
     assert rows["probe_standardize"]["paper"] is False and rows["probe_standardize"]["full"] is True
-    assert "fmow" in rows["classification_tasks"]["paper"] and "fMoW" in rows["classification_tasks"]["reason"]
     assert "num_visible" not in rows and "depth_loss" not in rows  # the full profile is the paper there
+    # the authors' config fixes these, and full now follows it: no row
+    assert not {"classification_tasks", "hflip_p", "min_lr", "decoder_heads", "drop_path_rate"} & set(rows)
+    assert rows["amp"]["paper"] == "fp16" and rows["amp"]["full"] == "auto" and "bf16" in rows["amp"]["reason"]
+    assert rows["mmearth_split"]["paper"] == rows["mmearth_split"]["full"] == "train"  # shown for the appendix's word
+    assert rows["fmow_test_split"]["paper"] is None and rows["fmow_test_split"]["full"] == "val"
+    table = mm.CHAPTER.deviations_table()
+    assert list(table.columns) == ["paper", "where", "full profile", "why"] and set(table.index) == set(rows)
     wrong = dataclasses.replace(mm.CHAPTER, deviations={k: v for k, v in mm.DEVIATIONS.items() if k != "input_sets"})
     assert wrong.unexplained_deviations() == ["input_sets"]
 
@@ -465,3 +489,86 @@ def test_profiles_keep_todays_probe_and_baseline_behaviour():
     for name in ("tiny", "small", "full"):
         cfg = mm.CHAPTER.profile(name)
         assert cfg.profile == name and cfg.probe_standardize and cfg.random_init_seed_list == [cfg.seed]
+
+
+# ------------------------------------------------------------------------------------- data of the protocols
+def test_fmow_trains_on_a_recorded_seeded_tenth_of_its_training_split_at_64_px():
+    root = dataset_root(tiny_cfg())
+    task = mm.load_task(root, "fmow", seed=0)
+    reader = FMoWSentinel(root / "fMoW-Sentinel", split="train")
+    assert (task.kind, task.num_classes, task.train_split, task.test_split) == ("multiclass", 62, "train", "val")
+    assert task.train_of == len(reader) and len(task.train) == round(0.1 * len(reader)) == len(task.train_indices)
+    assert task.test_of == len(task.test) == len(FMoWSentinel(root / "fMoW-Sentinel", split="val"))
+    assert list(task.train_indices) == sorted(set(task.train_indices))  # drawn without replacement
+    assert list(task.train_ids) == [reader.rows[i]["id"] for i in task.train_indices]
+    assert [task.train[i]["id"] for i in range(len(task.train))] == list(task.train_ids)
+    sample = task.train[0]
+    assert sample["s2"].shape == (13, 64, 64) and 0 <= int(sample["label"]) < 62
+    assert mm.load_task(root, "fmow", seed=0).train_indices == task.train_indices  # seeded
+    assert mm.load_task(root, "fmow", seed=1).train_indices != task.train_indices
+    line = task.describe()
+    assert "10% draw (seed 0)" in line and f"of the {len(reader)} samples of split 'train'" in line
+    quarter = mm.load_task(root, "fmow", seed=0, fmow_fraction=0.25, fmow_image_size=32)
+    assert len(quarter.train) == round(0.25 * len(reader)) and quarter.train[0]["s2"].shape == (13, 32, 32)
+    other = mm.load_task(root, "m-eurosat")  # the other tasks use their whole splits
+    assert other.train_fraction == 1.0 and len(other.train) == other.train_of and not other.is_subset
+
+
+def test_the_fmow_draw_is_written_to_the_run_folder_and_counted(tmp_path):
+    cfg = tiny_cfg(classification_tasks=("m-eurosat", "fmow"), segmentation_tasks=(), eval_max_train=0)
+    tasks = mm.downstream_tasks(cfg)
+    records = mm.record_task_data(tasks, tmp_path)
+    fmow = next(t for t in tasks if t.name == "fmow")
+    assert records["fmow"]["train"] == len(fmow.train) and records["fmow"]["train_of"] == fmow.train_of
+    assert records["fmow"]["subset_file"] == "subsets/fmow.json" and "subset_file" not in records["m-eurosat"]
+    saved = json.loads((tmp_path / "subsets" / "fmow.json").read_text())
+    assert saved["indices"] == list(fmow.train_indices) and saved["ids"] == list(fmow.train_ids)
+    assert (saved["train"], saved["train_fraction"], saved["seed"]) == (len(fmow.train), 0.1, 0)
+    assert saved["test_split"] == "val"
+    assert mm.record_task_data(tasks, None)["fmow"]["train"] == len(fmow.train)  # no folder: nothing written
+    assert sorted(p.name for p in (tmp_path / "subsets").iterdir()) == ["fmow.json"]
+
+
+def test_fmow_goes_through_both_protocols_with_62_classes(tmp_path):
+    cfg = eval_cfg(classification_tasks=("fmow",), segmentation_tasks=(), eval_max_train=0)
+    tasks = mm.downstream_tasks(cfg)
+    scores, _ = mm.evaluate_downstream(seeded(lambda: mm.build_encoder(cfg), 0), tasks, cfg, checkpoint_dir=tmp_path)
+    assert set(scores) == {("fmow", "OA", "rgb", "linear probing"), ("fmow", "OA", "rgb", "end-to-end")}
+    assert all(0.0 <= v <= 100.0 for v in scores.values())
+    _, model = mm.evaluate_task(seeded(lambda: mm.build_encoder(cfg), 0), tasks[0], "rgb", cfg)
+    assert model.head.out_features == 62
+
+
+def test_a_smoke_run_reads_a_handful_of_every_dataset_of_the_full_profile(capsys):
+    cfg = mm.CHAPTER.profile("full", smoke=True)
+    pretraining = mm.pretraining_dataset(cfg)
+    assert len(pretraining) == SMOKE_SAMPLES and set(mm.MODALITIES) <= set(pretraining[0])
+    assert "pretraining on 8 of its" in mm.describe_pretraining(cfg, pretraining)
+    tasks = mm.downstream_tasks(cfg)
+    assert [t.name for t in tasks] == [*cfg.classification_tasks, *cfg.segmentation_tasks]
+    for task in tasks:
+        assert 0 < len(task.train) <= SMOKE_SAMPLES and 0 < len(task.test) <= SMOKE_SAMPLES, task.name
+        assert len(task.train_indices) == len(task.train) and len(task.test_indices) == len(task.test)
+    full = mm.downstream_tasks(dataclasses.replace(cfg, smoke=False))
+    for small, whole in zip(tasks, full):  # the smoke keeps the first samples of what the full run uses
+        assert small.train_indices == whole.train_indices[:len(small.train)]
+        assert small.train[0]["id"] == whole.train[0]["id"]
+    assert mm.evaluation_checkpoint_dir(cfg, "ckpt") is None and "no checkpoints" in capsys.readouterr().out
+    assert str(mm.evaluation_checkpoint_dir(dataclasses.replace(cfg, smoke=False), "ckpt")) == "ckpt"
+
+
+def test_mmearth_split_picks_the_rows_pretrained_on():
+    rows = {split: len(mm.pretraining_dataset(tiny_cfg(mmearth_split=split))) for split in ("train", "val", "test")}
+    assert len(mm.pretraining_dataset(tiny_cfg(mmearth_split="all"))) == sum(rows.values())
+    assert "split 'val'" in mm.describe_pretraining(tiny_cfg(mmearth_split="val"),
+                                                    mm.pretraining_dataset(tiny_cfg(mmearth_split="val")))
+
+
+def test_only_the_segmentation_models_the_figures_need_are_kept():
+    cfg = eval_cfg(classification_tasks=(), input_sets=("rgb", "rgb+ired+sired+eb"), probe_epochs=1)
+    tasks = mm.downstream_tasks(cfg)
+    encoder = seeded(lambda: mm.build_encoder(cfg), 0)
+    scores, kept = mm.evaluate_downstream(encoder, tasks, cfg)
+    assert list(kept) == [("m-landcover-seg", "rgb")] and len(scores) == 4  # every cell scored, one model kept
+    _, every = mm.evaluate_downstream(encoder, tasks, cfg, keep_models=None)
+    assert list(every) == [("m-landcover-seg", "rgb"), ("m-landcover-seg", "rgb+ired+sired+eb")]
