@@ -263,7 +263,8 @@ def cmd_book_assets(args: argparse.Namespace) -> int:
     shutil.rmtree(mathjax, ignore_errors=True)
     shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", mathjax)
     (book / "overview.generated.md").write_text(overview_cards(book / "small"))
-    print(f"wrote {book / 'figures' / 'package_layout.png'}, {mathjax} and {book / 'overview.generated.md'}")
+    (book / "small_runs.generated.md").write_text(small_runs_table(book / "small"))
+    print(f"wrote {book / 'figures' / 'package_layout.png'}, {mathjax}, the overview and the small runs' table")
     return 0
 
 
@@ -280,6 +281,25 @@ def overview_cards(kept: Path) -> str:
         cards.append(f":::{{grid-item-card}} {chapter.number}. {chapter.title.split(':')[0]}\n{image}"
                      f":link: small/{stem}\n:link-type: doc\n\n{chapter.claim}\n+++\n{seeds_sentence(record)}\n:::")
     return "::::{grid} 1 2 2 3\n:gutter: 3\n\n" + "\n\n".join(cards) + "\n::::\n"
+
+
+def small_runs_table(kept: Path) -> str:
+    """The Reproducibility page's table: per chapter, when and where its kept run ran, its wall time, and every
+    seed's verdict against random init."""
+    lines = ["| chapter | run | wall time | seed: columns won, mean gain |", "|---|---|---:|---|"]
+    for name in chapter_names():
+        chapter = get_chapter(name)
+        record_file = kept / f"{Path(chapter.notebook).stem}.run.json"
+        if not record_file.is_file():
+            lines.append(f"| {chapter.title.split(':')[0]} | not kept yet | | |")
+            continue
+        record = json.loads(record_file.read_text())
+        seeds = "; ".join(f"{s['seed']}: {s['verdict']['wins']}/{s['verdict']['columns']}, "
+                          f"{s['verdict']['mean_gain']:+.1f}" for s in record["seeds"] if s.get("verdict"))
+        sha = (record.get("git", {}).get("sha") or "")[:10]
+        lines.append(f"| {chapter.title.split(':')[0]} | {record.get('created', '')[:10]}, {sha}, {record.get('device', '')} "
+                     f"| {record['wall_seconds'] / 60:.1f} min | {seeds} |")
+    return "\n".join(lines) + "\n"
 
 
 def seeds_sentence(record: dict) -> str:
