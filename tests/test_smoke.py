@@ -1,7 +1,9 @@
 """`python -m eobook run CHAPTER --profile full --smoke`: every stage of every `full` profile, at the paper's model
 and input sizes, for 2 optimizer steps on a handful of samples, writes a complete run folder: on the sample
 world (every dataset in its real layout), and on the real samples of ../shared/data/real where they hold a
-chapter's dataset (its other datasets then come from the sample world, as a user's mixed data root would)."""
+chapter's dataset (its other datasets then come from the sample world, as a user's mixed data root would):
+DINO-MM and Fus-MAE on the real BigEarthNet-MM patches (the other chapters pretrain on MMEarth or SSL4EO-S12
+with labels, of which the real samples hold nothing)."""
 import json
 import os
 import shutil
@@ -84,20 +86,3 @@ def test_full_smoke_on_real_bigearthnet(chapter, tmp_path):
     real_bigearthnet(root)
     metrics = smoke(chapter, tmp_path / "runs", mixed_root(root))
     assert metrics["smoke"]
-
-
-@pytest.mark.slow
-@pytest.mark.real_data
-@pytest.mark.skipif(REAL is None or not (REAL / "geobench" / "brick_kiln_v1.0").is_dir(),
-                    reason="the real GEO-Bench samples (../shared/data/real/geobench) are not here")
-def test_full_smoke_of_multimae_eo_with_the_real_brick_kiln_task(tmp_path):
-    """MultiMAE-EO's m-brick-kiln task read from the real GEO-Bench samples (MMEarth and the other tasks: the world)."""
-    world = ensure_sample_world("tiny", 0)
-    geobench = tmp_path / "data" / "GEO-Bench"
-    for group in ("classification_v1.0", "segmentation_v1.0"):
-        (geobench / group).mkdir(parents=True)
-        for task in (world / "GEO-Bench" / group).iterdir():
-            real = REAL / "geobench" / "brick_kiln_v1.0"
-            (geobench / group / task.name).symlink_to(real if task.name == "m-brick-kiln" else task,
-                                                      target_is_directory=True)
-    smoke("multimae_eo", tmp_path / "runs", mixed_root(tmp_path / "data"))

@@ -79,7 +79,7 @@ def open_dataset(reader: str, root: str | os.PathLike, in_memory: bool = False, 
 
 
 #: Samples each dataset keeps in a smoke run (``cfg.smoke``): a handful, read from the real layout.
-SMOKE_SAMPLES = 8
+SMOKE_SAMPLES = 4
 
 
 def smoke_subset(dataset, cfg: ChapterConfig):
