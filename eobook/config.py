@@ -62,7 +62,7 @@ class ChapterConfig(TrainConfig):
     random_init_seeds: int = 1
 
     def __post_init__(self) -> None:
-        check_positive(self, "epochs", "batch_size", "keep_checkpoints", "plateau_patience")
+        check_positive(self, "epochs", "batch_size", "grad_accum", "keep_checkpoints", "plateau_patience")
         check_non_negative(self, "seed", "world_seed", "num_workers", "max_steps_per_epoch", "lr", "min_lr",
                            "warmup_epochs", "weight_decay", "grad_clip", "checkpoint_every", "log_every",
                            "random_init_seeds")

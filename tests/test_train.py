@@ -259,3 +259,38 @@ def test_a_finished_run_keeps_the_model_only_and_resumes_to_its_end(tmp_path):
     again, rerun = train(tmp_path)
     assert rerun.resumed_from == 24 and rerun.steps == 24
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_gradient_accumulation_follows_the_curve_of_the_larger_batch(tmp_path):
+    """grad_accum=4 at batch 4 takes the optimiser steps of batch 16: the same samples per step (the sampler's
+    order is the same), the mean of four micro-batch gradients, the same schedules."""
+    def run(**kw):
+        seed_everything(0)
+        model = nn.Linear(5, 1)
+
+        class Fit(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = model
+
+            def forward(self, batch, ctx):
+                return {"loss": ((self.net(batch["x"]).squeeze(-1) - batch["y"]) ** 2).mean()}
+
+        result = fit(Fit(), LinearData(), config(epochs=2, lr=0.05, checkpoint_every=0, **kw), log=lambda _: None)
+        return model, result
+
+    big, big_run = run(batch_size=16)
+    small, small_run = run(batch_size=4, grad_accum=4)
+    assert small_run.steps == big_run.steps == 8
+    assert small_run.series("loss") == pytest.approx(big_run.series("loss"), rel=1e-5)
+    assert torch.allclose(small.weight, big.weight, atol=1e-5)
+    plain, plain_run = run(batch_size=4)                     # without accumulation: 4x the steps, another curve
+    assert plain_run.steps == 32
+
+
+def test_gradient_accumulation_resumes_mid_epoch(tmp_path):
+    full_model, full = train(tmp_path / "a", batch_size=4, grad_accum=2)
+    train(tmp_path / "b", stop=5, batch_size=4, grad_accum=2)
+    resumed_model, resumed = train(tmp_path / "b", batch_size=4, grad_accum=2)
+    assert resumed.resumed_from == 5 and resumed.history == full.history
+    assert all(torch.equal(a, b) for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()))

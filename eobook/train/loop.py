@@ -1,6 +1,7 @@
 """The training loop: :func:`fit` and what it needs (its config, the step context, the resumable sampler)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -43,8 +44,12 @@ class TrainConfig:
     num_workers: int = 0
     #: Pretraining epochs.
     epochs: int = 1
-    #: Global batch size (split across DDP ranks).
+    #: Global batch size (split across DDP ranks) of one forward/backward pass.
     batch_size: int = 8
+    #: Micro-batches whose gradients one optimiser step accumulates: the effective batch is
+    #: ``batch_size * grad_accum``, so one GPU reaches the paper's batch of four (batch-wise statistics such as
+    #: BatchNorm's, DINO's centre or a contrastive loss's negatives still see ``batch_size`` samples at a time).
+    grad_accum: int = 1
     #: Cap on optimiser steps per epoch (0 = the whole dataset); tiny profiles use it.
     max_steps_per_epoch: int = 0
     #: "adamw", "adam" or "sgd".
@@ -279,12 +284,17 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
 
-    epochs, batch_size, max_batches = _length(cfg, len(dataset), dist)
-    sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_batches,
+    epochs, batch_size, max_steps = _length(cfg, len(dataset), dist)
+    micro_batches = cfg.grad_accum
+    sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_steps * micro_batches,
                                     drop_last=drop_last)
     loader = make_loader(dataset, sampler, cfg.num_workers, collate_fn, device)
-    steps_per_epoch = len(sampler)
+    steps_per_epoch = len(sampler) // micro_batches
+    if steps_per_epoch == 0:
+        raise ValueError(f"grad_accum: {micro_batches} micro-batches of {batch_size} exceed the {len(dataset)} samples")
     total_steps = steps_per_epoch * epochs
+    if micro_batches > 1:
+        log(f"effective batch {batch_size * micro_batches} = {micro_batches} accumulated micro-batches of {batch_size}")
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
 
     optimizer = build_optimizer(param_groups(raw, cfg.weight_decay), cfg.optimizer, cfg.lr, betas=cfg.betas,
@@ -333,6 +343,19 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
                  "rng": rng_state(generator), "meta": checkpoint_meta or {}, "config": dataclasses.asdict(cfg)}
         return save_checkpoint(ckpt_dir, step, state, cfg.keep_checkpoints)
 
+    def backward(batch: Any, ctx: StepContext, last: bool) -> tuple[dict[str, Any], int]:
+        """Forward and backward of one micro-batch; DDP synchronises the gradients of the last one only."""
+        batch = _to_device(batch, device)
+        with contextlib.nullcontext() if last or not dist.enabled else module.no_sync():
+            with autocast(device, dtype):
+                out = module(batch, ctx)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {ctx.step} (epoch {ctx.epoch}); "
+                                         "lower the learning rate or check the inputs for NaN")
+            scaler.scale(loss / micro_batches).backward()
+        return out, _batch_size(batch)
+
     progress = None
     if _progress_enabled(cfg.progress) and dist.is_main:
         from tqdm.auto import tqdm
@@ -342,24 +365,17 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     step, t0, samples, last_ckpt = start_step, time.perf_counter(), 0, None
     start_epoch = start_step // steps_per_epoch if steps_per_epoch else 0
     for epoch in range(start_epoch, epochs):
-        first_batch = step - epoch * steps_per_epoch
-        sampler.set_epoch(epoch, first_batch)
+        first_step = step - epoch * steps_per_epoch
+        sampler.set_epoch(epoch, first_step * micro_batches)
         if hasattr(dataset, "set_epoch"):  # e.g. SSL4EOS12 draws a new random season per epoch
             dataset.set_epoch(epoch)
-        epoch_losses = []
-        for step_in_epoch, batch in enumerate(loader, start=first_batch):
+        epoch_losses, batches = [], iter(loader)
+        for step_in_epoch in range(first_step, steps_per_epoch):
             ctx = StepContext(epoch, step, step_in_epoch, steps_per_epoch, total_steps, device, generator,
                               dtype, dist)
             ctx.lr, ctx.weight_decay = _apply_schedules(optimizer, lr_values, wd_values, step, plateau_from)
-            batch = _to_device(batch, device)
-            with autocast(device, dtype):
-                out = module(batch, ctx)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step} (epoch {epoch}); "
-                                         "lower the learning rate or check the inputs for NaN")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            outs = [backward(next(batches), ctx, last=i == micro_batches - 1) for i in range(micro_batches)]
             if hasattr(raw, "on_after_backward"):
                 raw.on_after_backward(ctx)
             grad_norm = None
@@ -372,13 +388,13 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
                 raw.on_step_end(ctx)
 
             row = {"step": step, "epoch": epoch, "lr": ctx.lr, "wd": ctx.weight_decay}
-            row.update(_reduce_scalars(out, dist))
+            row.update(_mean_rows([_reduce_scalars(out, dist) for out, _ in outs]))
             if grad_norm is not None:
                 row["grad_norm"] = grad_norm
             history.append(row)
             metrics_log.append(row)
             epoch_losses.append(row["loss"])
-            samples += _batch_size(batch) * dist.world_size
+            samples += sum(n for _, n in outs) * dist.world_size
             step += 1
             if progress is not None:
                 progress.update(1)
@@ -407,13 +423,18 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
 
 
 def _length(cfg: TrainConfig, dataset_len: int, dist: DistInfo) -> tuple[int, int, int]:
-    """(epochs, global batch size, cap on steps per epoch) of a run: the config's, or in a smoke run one epoch
-    of ``SMOKE_STEPS`` steps with the batch shrunk to fit them into the samples at hand."""
+    """(epochs, global micro-batch size, cap on optimiser steps per epoch) of a run: the config's, or in a smoke
+    run one epoch of ``SMOKE_STEPS`` steps with the batch shrunk to fit them into the samples at hand."""
     if not cfg.smoke:
         return cfg.epochs, cfg.batch_size, cfg.max_steps_per_epoch
-    per_step = max(1, min(cfg.batch_size, dataset_len // SMOKE_STEPS))
+    per_step = max(1, min(cfg.batch_size, dataset_len // (SMOKE_STEPS * cfg.grad_accum)))
     batch_size = max(dist.world_size, per_step // dist.world_size * dist.world_size)
     return 1, batch_size, SMOKE_STEPS
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The logged scalars of an optimiser step: the mean over its micro-batches."""
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[0]}
 
 
 def _apply_schedules(optimizer: torch.optim.Optimizer, lr_values: np.ndarray, wd_values: np.ndarray,
