@@ -22,10 +22,11 @@ from pathlib import Path
 
 from .chapters import chapter_names, get_chapter, get_profile
 from .config import PROFILE_NAMES, ConfigError
+from .resources import notebook_dir
 from .runtime import REPO_ROOT, atomic_write_json
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-BENCHMARK_DIR = REPO_ROOT / "benchmarks"
+NOTEBOOK_DIR = notebook_dir()  # shipped in the wheel; the checkout's notebooks/ in an editable install
+BENCHMARK_DIR = REPO_ROOT / "benchmarks" if REPO_ROOT is not None else None  # scripts of the checkout only
 
 
 class CLIError(Exception):
@@ -207,6 +208,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if BENCHMARK_DIR is None:
+        raise CLIError("benchmarks are scripts of the source checkout (benchmarks/), not part of the installed package")
     scripts = sorted(p.stem.removeprefix("bench_") for p in BENCHMARK_DIR.glob("bench_*.py"))
     if args.name not in scripts:
         raise CLIError(f"unknown benchmark {args.name!r}; valid benchmarks: {scripts}")

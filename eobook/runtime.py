@@ -26,11 +26,15 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .resources import checkout_root
+
 PACKAGES = (
     "torch", "torchvision", "timm", "segmentation-models-pytorch", "torchmetrics", "numpy",
     "scikit-learn", "rasterio", "h5py", "xarray", "zarr", "papermill", "eobook",
 )
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The source checkout this package runs from, or None for an installed wheel (whose provenance then records the
+#: package's version and no git state: a wheel inside some other repository must not report that one's commit).
+REPO_ROOT = checkout_root()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,8 +237,11 @@ def require_free_disk(path: str | os.PathLike, needed_bytes: int) -> None:
 # --------------------------------------------------------------------------------------------------
 # Provenance
 # --------------------------------------------------------------------------------------------------
-def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    """The commit this code came from and whether the work tree differs from it."""
+def git_state(repo: Path | None = REPO_ROOT) -> dict[str, Any]:
+    """The commit this code came from and whether the work tree differs from it (both None outside a checkout)."""
+    if repo is None:
+        return {"sha": None, "dirty": None}
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)

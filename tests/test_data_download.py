@@ -1,15 +1,22 @@
-"""Downloads: resumable (HTTP Range) and verified (md5 and/or sha256), against a loopback HTTP server."""
+"""Downloads: resumable (HTTP Range), verified (md5 and/or sha256), with progress bars, unpacked (tar, tar.gz, .bz2,
+.xz, zip, split archives) into the readers' layout and checked; Hugging Face hub files from a prepared offline cache.
+Everything runs against a loopback HTTP server or local files: never the internet."""
 from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
+import tarfile
 import threading
+import zipfile
+from pathlib import Path
 
 import pytest
 
-from eobook.data import DataError
-from eobook.data.download import ALGORITHMS, REGISTRY_DIR, check_entry, digests_of, download, fetch, registry
+from eobook.data import DataError, ensure_sample_world
+from eobook.data.download import (ALGORITHMS, REGISTRY_DIR, STATE, archive_groups, check_download, check_entry,
+                                  digests_of, download, extract, fetch, hub_file, registry)
 
 PAYLOAD = bytes(range(256)) * 400  # 100 kB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -18,19 +25,21 @@ SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     requests: list[str] = []
+    files: dict[str, bytes] = {}  # path -> bytes; every other path serves PAYLOAD
 
     def do_GET(self):
         RangeHandler.requests.append(self.headers.get("Range", ""))
+        body = RangeHandler.files.get(self.path, PAYLOAD)
         start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        if start >= len(PAYLOAD):
+        if start >= len(body):
             self.send_response(416)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(PAYLOAD) - start))
+        self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        self.wfile.write(PAYLOAD[start:])
+        self.wfile.write(body[start:])
 
     def log_message(self, *args):
         pass
@@ -122,6 +131,7 @@ def test_registry_entry_download(server, tmp_path):
 @pytest.mark.parametrize("change", [
     {"md5": "abc"}, {"md5": "A" * 32}, {"sha256": "0" * 63}, {"sha256": "g" * 64}, {"size": 0},
     {"size": "12"}, {"size": True}, {"url": ""}, {"path": None}, {"path": "../escape.bin"},
+    {"hub": {"repo": "a/b", "file": "c"}}, {"strip_components": -1},
 ])
 def test_malformed_entries_are_refused(change):
     entry = {"name": "toy", "files": [{"url": "https://example.org/a", "path": "a", "size": None, **change}]}
@@ -134,11 +144,13 @@ def test_shipped_registry_is_well_formed():
     assert {"BigEarthNet-MM", "SSL4EO-S12", "MMEarth", "GEO-Bench", "SEN12MS", "EuroSAT-MS"} <= set(entries)
     assert len(list(REGISTRY_DIR.glob("*.json"))) == len(entries)  # one file per name, no duplicates
     for entry in entries.values():
-        assert isinstance(entry.get("note", ""), str) and entry.get("source")
+        assert isinstance(entry.get("note", ""), str) and entry.get("source") and entry.get("licence")
+        assert entry.get("reader") and entry.get("check")  # every dataset is checked after its download
         paths = [f["path"] for f in entry["files"]]
         assert len(set(paths)) == len(paths)
         for f in entry["files"]:
-            assert f["url"].startswith("https://") and f["path"]
+            assert f.get("url", "https://").startswith("https://") and f["path"]
+            assert not f["path"].startswith(entry["name"] + "/")  # paths are inside the dataset's folder
             assert f["size"] is None or (type(f["size"]) is int and f["size"] > 0)
             for algorithm, length in ALGORITHMS.items():
                 value = f.get(algorithm)
@@ -149,3 +161,180 @@ def test_shipped_registry_is_well_formed():
             assert has_checksum or "checksum" in entry["note"].lower()
             if f.get("verified_url") is False:
                 assert f.get("url_note"), f"{f['path']}: unverified URL without a reason"
+
+
+def test_the_registry_travels_inside_the_package():
+    import eobook
+
+    assert REGISTRY_DIR == Path(eobook.__file__).parent / "data" / "registry"
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress, archives, a whole dataset
+# --------------------------------------------------------------------------------------------------
+def test_a_progress_bar_shows_size_and_rate(server, tmp_path, capsys):
+    fetch(f"{server}/x.bin", tmp_path / "x.bin", len(PAYLOAD), SHA256, progress=True)
+    err = capsys.readouterr().err
+    assert "x.bin: 100%" in err and "100k/100k" in err and "B/s" in err  # 102,400 bytes in KiB, and the rate
+    assert "verify x.bin" in err
+
+
+def _tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+MEMBERS = {"top/a/one.txt": b"one", "top/b/two.txt": b"two" * 1000}
+
+
+@pytest.mark.parametrize("name, data", [
+    ("x.tar", _tar(MEMBERS, "w")), ("x.tar.gz", _tar(MEMBERS, "w:gz")), ("x.tgz", _tar(MEMBERS, "w:gz")),
+    ("x.tar.bz2", _tar(MEMBERS, "w:bz2")), ("x.tar.xz", _tar(MEMBERS, "w:xz")), ("x.zip", _zip(MEMBERS)),
+])
+def test_archives_unpack_with_and_without_their_top_folder(tmp_path, name, data):
+    archive = tmp_path / name
+    archive.write_bytes(data)
+    extract([archive], tmp_path / "kept", progress=False)
+    assert (tmp_path / "kept" / "top" / "b" / "two.txt").read_bytes() == b"two" * 1000
+    extract([archive], tmp_path / "stripped", strip_components=1, progress=False)
+    assert (tmp_path / "stripped" / "a" / "one.txt").read_bytes() == b"one"
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_split_archives_unpack_as_one(tmp_path, kind):
+    data = _tar(MEMBERS) if kind == "tar" else _zip(MEMBERS)
+    name = "x.tar.gz" if kind == "tar" else "x.zip"
+    pieces = []
+    step = len(data) // 3 + 1
+    for i, start in enumerate(range(0, len(data), step)):
+        pieces.append(tmp_path / f"{name}.parta{'abc'[i]}")
+        pieces[-1].write_bytes(data[start:start + step])
+    assert len(pieces) == 3
+    extract(pieces, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "top" / "b" / "two.txt").read_bytes() == b"two" * 1000
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "top/../../evil.txt"])
+def test_members_outside_the_folder_are_refused(tmp_path, member):
+    for name, data in [("x.tar.gz", _tar({member: b"x"})), ("x.zip", _zip({member: b"x"}))]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match="outside"):
+            extract([tmp_path / name], tmp_path / "out", progress=False)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_archive_groups():
+    assert archive_groups(["a.tar.gz.partab", "a.tar.gz.partaa", "b.zip", "c.csv", "d/e.tar"]) == {
+        "a.tar.gz": ["a.tar.gz.partaa", "a.tar.gz.partab"], "b.zip": ["b.zip"], "d/e.tar": ["d/e.tar"]}
+
+
+def _eurosat_archive() -> bytes:
+    """The sample world's EuroSAT-MS class folders under one top folder, as a tar.gz (a small real layout)."""
+    world = ensure_sample_world("tiny", 0) / "EuroSAT-MS"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(world.rglob("*.tif")):
+            tar.add(path, arcname=f"EuroSAT_MS/{path.relative_to(world)}")
+    return buffer.getvalue()
+
+
+def test_a_dataset_downloads_unpacks_into_the_readers_layout_and_checks(server, tmp_path):
+    data = _eurosat_archive()
+    half = len(data) // 2
+    parts = {"/e/eurosat.tar.gz.partaa": data[:half], "/e/eurosat.tar.gz.partab": data[half:]}
+    RangeHandler.files.update(parts)
+    files = [{"url": f"{server}{url}", "path": url.rsplit("/", 1)[1], "size": len(body), "strip_components": 1,
+              "md5": hashlib.md5(body).hexdigest(), "source": "test"} for url, body in parts.items()]
+    entry = {"name": "Toy-EuroSAT", "licence": "MIT", "reader": "EuroSATMS", "check": [{"split": "train"}],
+             "source": "test", "files": files}
+    registry_folder = tmp_path / "registry"
+    registry_folder.mkdir()
+    (registry_folder / "toy.json").write_text(json.dumps(entry))
+    root = tmp_path / "datasets" / "EuroSAT-MS"
+    download("Toy-EuroSAT", root, directory=registry_folder, progress=False, keep_archives=False)
+    assert (root / "Forest").is_dir() and not list(root.glob("*.part*"))  # unpacked, archives deleted
+    reports = check_download("Toy-EuroSAT", root, directory=registry_folder, progress=False)
+    expected = sum(1 for p in (ensure_sample_world("tiny", 0) / "EuroSAT-MS").rglob("*.tif"))
+    assert reports[0]["failed"] == 0 and 0 < reports[0]["samples"] < expected  # the train split of all of them
+    RangeHandler.requests.clear()
+    download("Toy-EuroSAT", root, directory=registry_folder, progress=False, keep_archives=False)
+    assert RangeHandler.requests == []  # verified and unpacked before: nothing fetched again
+    assert json.loads((root / STATE).read_text())["extracted"] == ["eurosat.tar.gz"]
+
+
+def test_the_cli_downloads_and_checks(server, tmp_path, monkeypatch, capsys):
+    from eobook.__main__ import main
+    from eobook.data import download as module
+
+    body = _zip({"Forest/Forest_1.tif": b"not a tif"})
+    RangeHandler.files["/cli/bad.zip"] = body
+    entry = {"name": "Toy", "licence": "MIT", "reader": "EuroSATMS", "check": [{"split": "train"}], "source": "test",
+             "files": [{"url": f"{server}/cli/bad.zip", "path": "bad.zip", "size": len(body), "source": "test",
+                        "md5": hashlib.md5(body).hexdigest()}]}
+    (tmp_path / "toy.json").write_text(json.dumps(entry))
+    monkeypatch.setattr(module, "REGISTRY_DIR", tmp_path)
+    monkeypatch.setenv("EOBOOK_DATASETS_DIR", str(tmp_path / "datasets"))
+    status = main(["data", "download", "Toy"])
+    out, err = capsys.readouterr()
+    assert str(tmp_path / "datasets" / "Toy" / "bad.zip") in out and "data_root=" in err
+    assert status in (1, 2) and "Forest" in out + err  # the check names what it could not read
+
+
+# --------------------------------------------------------------------------------------------------
+# The Hugging Face hub, offline: a prepared cache
+# --------------------------------------------------------------------------------------------------
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache(cache: Path, repo: str, repo_type: str, files: dict[str, bytes]) -> None:
+    """The hub's cache layout: <type>s--owner--name/{refs/main, snapshots/<commit>/<file>}."""
+    folder = cache / f"{repo_type}s--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(COMMIT)
+    for name, data in files.items():
+        target = folder / "snapshots" / COMMIT / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def test_hub_datasets_come_from_the_hub_cache_and_unpack(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    body = _zip({"dw_train/label_dw/a.txt": b"label"})
+    cache = tmp_path / "hub"
+    _hub_cache(cache, "owner/toy", "dataset", {"zips/toy.zip": body})
+    entry = {"name": "HubToy", "licence": "CC-BY-4.0", "source": "test",
+             "files": [{"hub": {"repo": "owner/toy", "type": "dataset", "file": "zips/toy.zip", "revision": "main"},
+                        "path": "toy.zip", "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}]}
+    (tmp_path / "hub.json").write_text(json.dumps(entry))
+    root = tmp_path / "HubToy"
+    download("HubToy", root, directory=tmp_path, progress=False, hub_cache=cache)
+    assert (root / "toy.zip").read_bytes() == body and (root / "dw_train" / "label_dw" / "a.txt").is_file()
+    entry["files"][0]["sha256"] = "0" * 64
+    (tmp_path / "hub.json").write_text(json.dumps(entry))
+    with pytest.raises(DataError, match="sha256"):
+        download("HubToy", tmp_path / "other", directory=tmp_path, progress=False, hub_cache=cache)
+
+
+def test_hub_weights_are_verified(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights = b"weights" * 100
+    _hub_cache(tmp_path, "owner/model", "model", {"model.safetensors": weights})
+    path = hub_file("owner/model", "model.safetensors", sha256=hashlib.sha256(weights).hexdigest(), cache_dir=tmp_path)
+    assert path.read_bytes() == weights
+    with pytest.raises(DataError, match="checksum"):
+        hub_file("owner/model", "model.safetensors", md5="0" * 32, cache_dir=tmp_path)
+    with pytest.raises(DataError, match="hf://owner/model/missing.bin"):
+        hub_file("owner/model", "missing.bin", cache_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""``python -m eobook data {world,prepare,download,list}``: argparse subcommands of the data layer."""
+"""``python -m eobook data {world,prepare,download,check,list}``: argparse subcommands of the data layer."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
     sub = data.add_subparsers(dest="data_command", required=True)
 
     world = sub.add_parser("world", help="write the synthetic sample world")
-    world.add_argument("--out", type=Path, help="folder (default: $EOBOOK_DATA_DIR or data/sample)")
+    world.add_argument("--out", type=Path, help="folder (default: $EOBOOK_DATA_DIR/world-<size>-seed<seed>, else the "
+                                                "user data folder's sample/, e.g. ~/.local/share/eobook/sample)")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--size", choices=("tiny", "small"), default="tiny")
     world.set_defaults(func=_world)
@@ -25,9 +26,15 @@ def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
     prepare.add_argument("--split", help="NoLDO-S12 split (train, test): one store per task and split")
     prepare.set_defaults(func=_prepare)
 
-    download = sub.add_parser("download", help="download a dataset listed in data/registry (resumable)")
-    download.add_argument("dataset")
-    download.add_argument("--root", type=Path, required=True)
+    download = sub.add_parser("download", help="download a registry dataset (see `data list`): progress, checksums, "
+                                                "resume, unpacking into the readers' layout, then `data check`")
+    download.add_argument("dataset", help="registry name, e.g. BigEarthNet-MM, SSL4EO-S12, EuroSAT-MS")
+    download.add_argument("--root", type=Path, help="the dataset's folder (default: <EOBOOK_DATASETS_DIR or the "
+                                                    "user data folder>/datasets/<dataset>); the chapters read it "
+                                                    "with -p data_root=<its parent>")
+    download.add_argument("--no-extract", action="store_true", help="keep the archives packed (and skip the check)")
+    download.add_argument("--delete-archives", action="store_true", help="delete each archive once it is unpacked")
+    download.add_argument("--no-check", action="store_true", help="skip `data check` of the result")
     download.set_defaults(func=_download)
 
     check = sub.add_parser("check", help="read every sample of a split as the chapters do; one JSON line of counts")
@@ -37,7 +44,7 @@ def add_data_subcommands(subparsers) -> argparse.ArgumentParser:
     check.add_argument("--task", help="GEO-Bench task (m-eurosat, ...) or NoLDO-S12 task (dw, osm)")
     check.set_defaults(func=_check)
 
-    listing = sub.add_parser("list", help="list the registry's datasets and the readers")
+    listing = sub.add_parser("list", help="list the registry's datasets (name, size, licence) and the readers")
     listing.set_defaults(func=_list)
     return data
 
@@ -88,11 +95,33 @@ def _check(args) -> int:
 
 
 def _download(args) -> int:
-    from .download import download
+    """The files on stdout, one a line; then one JSON line per ``data check`` of the registry entry. Exit 1 when a
+    checked sample failed, 2 when a check found another layout."""
+    import os
+    import sys
 
-    for path in download(args.dataset, args.root):
+    from ..resources import datasets_dir
+    from .download import check_download, download
+
+    root = args.root if args.root is not None else datasets_dir() / args.dataset
+    for path in download(args.dataset, root, extract_archives=not args.no_extract,
+                         keep_archives=not args.delete_archives):
         print(path)
-    return 0
+    print(f"{args.dataset} is in {root}; the chapters read it with -p data_root={root.parent}", file=sys.stderr)
+    if args.no_check or args.no_extract:
+        return 0
+    status = 0
+    for report in check_download(args.dataset, root, progress=os.environ.get("EOBOOK_PROGRESS", "1") != "0"):
+        print(json.dumps(report))
+        if "error" in report:
+            print(f"error: data check {report['dataset']}: {report['error']}", file=sys.stderr)
+            status = 2
+        elif report["failed"]:
+            status = max(status, 1)
+            print(f"{report['failed']} of {report['samples']} samples failed:", file=sys.stderr)
+            for line in report["errors"]:
+                print(f"  {line}", file=sys.stderr)
+    return status
 
 
 def _list(args) -> int:
@@ -102,6 +131,6 @@ def _list(args) -> int:
     for name, entry in registry().items():
         sizes = [f.get("size") for f in entry["files"]]
         size = f"{sum(sizes) / 2**30:8.1f} GiB" if None not in sizes else "size unknown"
-        print(f"{name:<22} {size:>12}  {entry.get('citation', '')}")
+        print(f"{name:<22} {size:>12}  {entry.get('citation', '')}; licence: {entry.get('licence', 'unknown')}")
     print("readers:", ", ".join(READERS))
     return 0

@@ -14,8 +14,8 @@ What it holds (all of it **synthetic**, and labelled so in every file's metadata
   (a smooth displacement of the map) and in blobs of plausible confusions (grass <-> crops, ...);
   scene multi-labels from class fractions.
 
-``ensure_sample_world(size, seed)`` writes it once into ``$EOBOOK_DATA_DIR`` (default
-``<repo>/data/sample``) and returns its folder; a ``COMPLETE`` marker written last makes it idempotent.
+``ensure_sample_world(size, seed)`` writes it once into ``$EOBOOK_DATA_DIR`` (default: the user's data
+folder, see :func:`sample_data_dir`) and returns its folder; a ``COMPLETE`` marker written last makes it idempotent.
 """
 from __future__ import annotations
 
@@ -797,9 +797,11 @@ def write_world(out: Path, size: str = "tiny", seed: int = 0) -> dict:
 
 
 def sample_data_dir() -> Path:
-    """``$EOBOOK_DATA_DIR`` or ``<repo>/data/sample``."""
-    env = os.environ.get("EOBOOK_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "sample"
+    """``$EOBOOK_DATA_DIR`` or the user's data folder (``~/.local/share/eobook/sample`` on Linux; see
+    :mod:`eobook.resources`)."""
+    from ..resources import sample_data_dir as default
+
+    return default()
 
 
 def ensure_sample_world(size: str = "tiny", seed: int = 0, base: Path | None = None) -> Path:
