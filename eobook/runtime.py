@@ -26,6 +26,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .attribution import copernicus_attribution
+
 from .resources import checkout_root
 
 PACKAGES = (
@@ -365,7 +367,8 @@ class Run:
             note = "A tiny run checks the mechanics on a toy world; it is not a reproduction."
         else:
             note = "Not a reproduction: only the full profile on the real data reproduces the paper."
-        return f"Profile '{profile}' on {data}; hardware: {self.provenance['device']}. {note}"
+        credit = "" if self.synthetic else f" {copernicus_attribution()}."
+        return f"Profile '{profile}' on {data}; hardware: {self.provenance['device']}. {note}{credit}"
 
     def banner(self):
         """The box a chapter opens with: which profile, data and hardware produced what the reader sees, and

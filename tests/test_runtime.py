@@ -63,3 +63,17 @@ def test_provenance_records_what_a_rerun_needs():
 def test_free_disk_check_names_the_path(tmp_path):
     with pytest.raises(OSError, match=f"{tmp_path}.*needs"):
         require_free_disk(tmp_path, 10**18)
+
+
+def test_captions_name_profile_data_and_hardware_and_credit_real_sentinel_data():
+    from eobook.methods import dino_mm as dm
+    from eobook.runtime import setup_run
+
+    world = setup_run(dm.CHAPTER.profile("tiny"), None, verbose=False)
+    assert world.caption().startswith("Profile 'tiny' on the synthetic sample world; hardware: ")
+    assert "Copernicus" not in world.caption() and "not a reproduction" in world.caption()
+    real = setup_run(dm.CHAPTER.profile("full", data_root="/data"), None, verbose=False)
+    assert "the real data" in real.caption() and real.caption().endswith("Contains modified Copernicus Sentinel data.")
+    smoke = setup_run(dm.CHAPTER.profile("full", smoke=True), None, verbose=False)
+    assert "smoke run" in smoke.caption()
+    assert "What you are reading" in world.banner().data and "<b>tiny</b>" in world.banner().data

@@ -8,7 +8,10 @@ with; it is empty for the synthetic sample world, which holds no real pixel.
 """
 from __future__ import annotations
 
-COPERNICUS = "Contains modified Copernicus Sentinel data"
+from ..attribution import COPERNICUS, copernicus_attribution
+
+__all__ = ["COPERNICUS", "REAL_SAMPLES", "SENTINEL_DATASETS", "UNLISTED", "copernicus_attribution", "data_credit",
+           "data_licences"]
 
 #: Datasets the book reads that the registry does not list (no public download), with their licences.
 UNLISTED = {"DFC2020": "CC-BY-4.0 (IEEE GRSS Data Fusion Contest 2020, distributed through IEEE DataPort)"}
@@ -25,11 +28,6 @@ REAL_SAMPLES = {
 #: Which datasets hold Sentinel-1/-2 pixels (all of the registry's, and DFC2020's).
 SENTINEL_DATASETS = ("BigEarthNet-MM", "SSL4EO-S12", "MMEarth", "GEO-Bench", "SEN12MS", "DFC2020", "EuroSAT-MS",
                      "NoLDO-S12", "fMoW-Sentinel")
-
-
-def copernicus_attribution(years: str | int | None = None) -> str:
-    """``"Contains modified Copernicus Sentinel data"``, with the acquisition year(s) when known (``2017-2018``)."""
-    return f"{COPERNICUS} {years}" if years else COPERNICUS
 
 
 def data_licences() -> dict[str, str]:
