@@ -543,7 +543,7 @@ def test_a_smoke_run_reads_a_handful_of_every_dataset_of_the_full_profile(capsys
     cfg = mm.CHAPTER.profile("full", smoke=True)
     pretraining = mm.pretraining_dataset(cfg)
     assert len(pretraining) == SMOKE_SAMPLES and set(mm.MODALITIES) <= set(pretraining[0])
-    assert "pretraining on 8 of its" in mm.describe_pretraining(cfg, pretraining)
+    assert f"pretraining on {SMOKE_SAMPLES} of its" in mm.describe_pretraining(cfg, pretraining)
     tasks = mm.downstream_tasks(cfg)
     assert [t.name for t in tasks] == [*cfg.classification_tasks, *cfg.segmentation_tasks]
     for task in tasks:
