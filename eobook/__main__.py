@@ -282,7 +282,8 @@ def overview_cards(kept: Path) -> str:
         record = json.loads(record_file.read_text()) if record_file.is_file() else {"seeds": []}
         image = f":img-top: small/{stem}.png\n" if (kept / f"{stem}.png").is_file() else ""
         cards.append(f":::{{grid-item-card}} {chapter.number}. {chapter.title.split(':')[0]}\n{image}"
-                     f":link: small/{stem}\n:link-type: doc\n\n{chapter.claim}\n+++\n{seeds_sentence(record)}\n:::")
+                     f":link: small/{stem}\n:link-type: doc\n\n{chapter.claim}\n+++\n{seeds_sentence(record)}"
+                     f"{' ' + chapter.small_limits if chapter.small_limits else ''}\n:::")
     return "::::{grid} 1 2 2 3\n:gutter: 3\n\n" + "\n\n".join(cards) + "\n::::\n"
 
 

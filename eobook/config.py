@@ -191,6 +191,8 @@ class Chapter(Generic[Config]):
         deviations: field -> why ``full`` differs from the paper (or why its value is the book's choice).
         claim: the paper's claim in one line (the book's overview).
         showcase: the figure (``figures/<showcase>.png`` of a run) that stands for the chapter in the overview.
+        small_limits: where the ``small`` profile cannot show the paper's claim, why, in one sentence (the
+            overview prints it beside the seeds' verdicts; the chapter gives the evidence); "" where it can.
     """
 
     name: str
@@ -204,6 +206,7 @@ class Chapter(Generic[Config]):
     deviations: dict[str, str] = field(default_factory=dict)
     claim: str = ""
     showcase: str = ""
+    small_limits: str = ""
 
     def __post_init__(self) -> None:
         missing = [p for p in PROFILE_NAMES if p not in self.profiles]

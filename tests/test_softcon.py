@@ -754,3 +754,18 @@ def test_pretraining_labels_come_from_the_label_file_alone(monkeypatch):
     monkeypatch.setattr(SSL4EOS12, "_read_bands", no_image)
     labels = sc.pretraining_labels(cfg)
     assert labels.shape == (len(dataset), 9) and torch.equal(labels, expected)
+
+
+def test_soft_target_entropy_hand_values():
+    """0 for InfoNCE's identity target, 1 for uniform targets, log(M/K)/log M for K balanced one-hot classes."""
+    assert float(sc.soft_target_entropy(torch.eye(4))) == pytest.approx(0.0)
+    assert float(sc.soft_target_entropy(torch.ones(3, 5))) == pytest.approx(1.0)
+    one_hot = F.one_hot(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), 4).float()
+    s = sc.label_similarity(one_hot, one_hot)
+    assert float(sc.soft_target_entropy(s)) == pytest.approx(math.log(2) / math.log(8))
+    # a row [1, 1, 2] / 4: entropy 1.5 bits = 1.5 ln 2 nats, over log 3
+    assert float(sc.soft_target_entropy(torch.tensor([[1.0, 1.0, 2.0]]))) == pytest.approx(1.5 * math.log(2) / math.log(3))
+    unlabelled = torch.zeros(2, 3)
+    assert float(sc.soft_target_entropy(unlabelled)) == 0.0
+    with pytest.raises(ValueError, match="label_sim"):
+        sc.soft_target_entropy(-torch.ones(2, 2))

@@ -33,7 +33,7 @@ from .model import (HUB_WEIGHTS, MODALITY_CHANNELS, Backbone, Branch, SoftCon, a
                     build_multilabels_from_dw, create_backbone, embedding_logits, gather_with_grad, grey_scene_check,
                     hub_weights_file, info_nce, label_order, label_similarity, load_foundation_weights, mixed_target,
                     mlp, model_meta, multilabels_to_json, pretraining_module, soft_contrastive_loss,
-                    soft_target_cross_entropy, softcon_loss, start_weights, write_multilabels_json)
+                    soft_target_cross_entropy, soft_target_entropy, softcon_loss, start_weights, write_multilabels_json)
 
 
 def build_pretraining(cfg: SoftConConfig) -> Pretraining:
@@ -60,7 +60,11 @@ CHAPTER = Chapter(
     claim=(
         "Contrastive learning toward soft targets from multi-label land cover, continued from vision "
         "foundation models, gives strong EO encoders at a fraction of the usual pretraining cost."),
-    showcase="similarity_matrices")
+    showcase="similarity_matrices",
+    small_limits=(
+        "The small world cannot show the claim: it has no foundation model to continue from, and its scenes hold "
+        "most of the 9 land-cover classes each, so the soft targets are nearly uniform (the chapter gives the "
+        "evidence)."))
 
 
 def evaluate(module: SoftCon, cfg: SoftConConfig, checkpoint_dir: str | os.PathLike | None = None,
@@ -78,5 +82,5 @@ __all__ = ["ARCHS", "B10_INDEX", "Backbone", "Branch", "CHAPTER", "DEVIATIONS", 
            "hub_weights_file", "info_nce", "init_name", "label_order", "label_similarity", "lambda_ablation",
            "linear_probe_benchmarks", "load_foundation_weights", "mixed_target", "mlp", "model_input", "model_meta",
            "multilabels_to_json", "paper_table", "pretraining_labels", "pretraining_module", "random_init_evaluation",
-           "run_name", "soft_contrastive_loss", "soft_target_cross_entropy", "softcon_loss", "ssl4eo_ml",
+           "run_name", "soft_contrastive_loss", "soft_target_cross_entropy", "soft_target_entropy", "softcon_loss", "ssl4eo_ml",
            "start_weights", "write_multilabels_json"]

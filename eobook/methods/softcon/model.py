@@ -120,6 +120,30 @@ def label_similarity(y1: torch.Tensor, y2: torch.Tensor, allow_empty: bool = Fal
     return (y1 @ y2.T).clamp(0.0, 1.0)
 
 
+def soft_target_entropy(label_sim: torch.Tensor) -> torch.Tensor:
+    """How much the soft term can teach on a batch: the entropy of each row's soft target
+    ``P_i = s_i / sum_j s_ij`` divided by ``log M`` (M = keys with a label), averaged over labelled rows.
+
+    0 means one positive per anchor (InfoNCE's identity target); 1 means uniform targets, which ask every
+    pair of scenes to be equally similar and so carry no information about which scenes belong together.
+    One-hot labels of K balanced classes give ``log(M / K) / log M``.
+
+    Args:
+        label_sim: [N, M] label similarities (:func:`label_similarity`), non-negative.
+    Returns:
+        a scalar in [0, 1] (0 where no row has a label).
+    """
+    if label_sim.ndim != 2 or label_sim.shape[1] < 2 or (label_sim < 0).any():
+        raise ValueError(f"label_sim: expected non-negative similarities [N, M] with M >= 2, got {tuple(label_sim.shape)}")
+    rows = label_sim.sum(1) > 0
+    keys = int((label_sim.sum(0) > 0).sum())
+    if not rows.any() or keys < 2:
+        return label_sim.new_zeros(())
+    p = label_sim[rows] / label_sim[rows].sum(1, keepdim=True)                # [N', M] rows sum to 1
+    entropy = -torch.where(p > 0, p * p.clamp_min(1e-30).log(), torch.zeros_like(p)).sum(1)
+    return (entropy / torch.log(torch.tensor(float(keys)))).mean()
+
+
 def label_order(y: torch.Tensor) -> torch.Tensor:
     """Indices that sort scenes [N, C] by their label set (lexicographically, class 0 first), so that
     scenes with equal labels sit together in the similarity-matrix figures."""
