@@ -23,7 +23,7 @@ from pathlib import Path
 from .chapters import chapter_names, get_chapter, get_profile
 from .config import PROFILE_NAMES, ConfigError
 from .resources import notebook_dir
-from .runtime import REPO_ROOT, atomic_write_json
+from .runtime import REPO_ROOT, atomic_write_bytes, atomic_write_json
 
 NOTEBOOK_DIR = notebook_dir()  # shipped in the wheel; the checkout's notebooks/ in an editable install
 BENCHMARK_DIR = REPO_ROOT / "benchmarks" if REPO_ROOT is not None else None  # scripts of the checkout only
@@ -233,13 +233,59 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for name in names:
         chapter = get_chapter(name)
         stem = Path(chapter.notebook).stem
-        shutil.copyfile(runs / name / chapter.notebook, dest / chapter.notebook)
+        keep_notebook(runs / name / chapter.notebook, dest / chapter.notebook, name)
         if chapter.showcase and (runs / name / "figures" / f"{chapter.showcase}.png").is_file():
             shutil.copyfile(runs / name / "figures" / f"{chapter.showcase}.png", dest / f"{stem}.png")
         record = run_record(runs / name, name)
         record["seeds"] = [seed_verdict(root / name) for root in roots]
         atomic_write_json(dest / f"{stem}.run.json", record)
     print(f"kept {len(names)} executed chapter(s) in {dest}")
+    return 0
+
+
+def is_injected(cell: dict) -> bool:
+    """The cell Papermill adds with a run's parameters."""
+    return "injected-parameters" in cell.get("metadata", {}).get("tags", [])
+
+
+def code_sources(notebook: dict) -> list[str]:
+    """The code a notebook runs, cell by cell, without the cell Papermill injects."""
+    return ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code" and not is_injected(c)]
+
+
+def with_source_text(executed: dict, source: dict, name: str) -> dict:
+    """``executed`` with the prose of ``source``: its markdown cells, in the source's order, around the executed
+    code cells (outputs kept). Prose can be corrected without running the chapter again; code cannot: the code
+    cells must be the source's, cell for cell, or the chapter has to be re-executed."""
+    if code_sources(executed) != code_sources(source):
+        raise CLIError(f"chapter {name!r}: the executed notebook's code differs from notebooks/{get_chapter(name).notebook}; "
+                       f"re-execute it (`make book-small CHAPTER={name}`)")
+    executed_code = iter(c for c in executed["cells"] if c["cell_type"] == "code" and not is_injected(c))
+    injected = [c for c in executed["cells"] if is_injected(c)]
+    cells = []
+    for cell in source["cells"]:
+        cells.append(next(executed_code) if cell["cell_type"] == "code" else cell)
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            cells += injected
+    return {**executed, "cells": cells}
+
+
+def keep_notebook(executed: Path, dest: Path, name: str) -> None:
+    """Write the executed chapter ``executed`` to ``dest`` with the prose of its source notebook."""
+    source = json.loads((NOTEBOOK_DIR / get_chapter(name).notebook).read_text())
+    notebook = with_source_text(json.loads(executed.read_text()), source, name)
+    atomic_write_bytes(dest, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def cmd_refresh_text(args: argparse.Namespace) -> int:
+    """Give the kept chapters the prose of their source notebooks (their code and outputs stay)."""
+    kept = Path(args.dest)
+    for name in expand_chapters(args.chapters or ["all"]):
+        path = kept / get_chapter(name).notebook
+        if not path.is_file():
+            raise CLIError(f"no kept chapter {path}; run `make book-small CHAPTER={name}` first")
+        keep_notebook(path, path, name)
+    print(f"refreshed the prose of the kept chapters in {kept}")
     return 0
 
 
@@ -366,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--seed-runs", nargs="*", default=[], metavar="DIR",
                          help="the --out folders of the same chapters run with other seeds (their verdicts are kept)")
     collect.set_defaults(func=cmd_collect)
+
+    refresh = sub.add_parser("refresh-text", help="give the kept chapters the prose (markdown) of their notebooks")
+    refresh.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+    refresh.add_argument("--dest", default="book/small", help="the book's folder of executed chapters")
+    refresh.set_defaults(func=cmd_refresh_text)
 
     assets = sub.add_parser("book-assets", help="write the book's diagram and local MathJax (make book does)")
     assets.add_argument("--book", default="book", help="the book's source folder")
