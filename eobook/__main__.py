@@ -233,11 +233,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     for name in names:
         chapter = get_chapter(name)
         stem = Path(chapter.notebook).stem
-        keep_notebook(runs / name / chapter.notebook, dest / chapter.notebook, name)
         if chapter.showcase and (runs / name / "figures" / f"{chapter.showcase}.png").is_file():
             shutil.copyfile(runs / name / "figures" / f"{chapter.showcase}.png", dest / f"{stem}.png")
         record = run_record(runs / name, name)
         record["seeds"] = [seed_verdict(root / name) for root in roots]
+        keep_notebook(runs / name / chapter.notebook, dest / chapter.notebook, name, record)
         atomic_write_json(dest / f"{stem}.run.json", record)
     print(f"kept {len(names)} executed chapter(s) in {dest}")
     return 0
@@ -270,10 +270,33 @@ def with_source_text(executed: dict, source: dict, name: str) -> dict:
     return {**executed, "cells": cells}
 
 
-def keep_notebook(executed: Path, dest: Path, name: str) -> None:
-    """Write the executed chapter ``executed`` to ``dest`` with the prose of its source notebook."""
+#: Tag of the cell ``collect`` adds to a kept chapter under its opening box: every seed's verdict.
+SEEDS_TAG = "small-seeds"
+
+
+def seeds_cell(record: dict) -> dict:
+    """A markdown cell saying which seed the page shows and what every seed's run found against random init."""
+    lines = [f"* seed {s['seed']}: {s['verdict']['sentence']}" for s in record.get("seeds", []) if s.get("verdict")]
+    text = (f"**Every seed.** This page is the run with seed {record.get('seed')}; the `small` profile ran with "
+            f"{len(lines)} seeds, and each found:\n\n" + "\n".join(lines))
+    return {"cell_type": "markdown", "metadata": {"tags": [SEEDS_TAG]}, "source": text.splitlines(keepends=True)}
+
+
+def with_seeds(notebook: dict, record: dict) -> dict:
+    """``notebook`` with :func:`seeds_cell` after the cell that shows the run's opening box (``run.banner()``)."""
+    cells = [c for c in notebook["cells"] if SEEDS_TAG not in c.get("metadata", {}).get("tags", [])]
+    if not any(s.get("verdict") for s in record.get("seeds", [])):
+        return {**notebook, "cells": cells}
+    at = next((i + 1 for i, c in enumerate(cells) if c["cell_type"] == "code" and "run.banner()" in "".join(c["source"])),
+              len(cells))
+    return {**notebook, "cells": cells[:at] + [seeds_cell(record)] + cells[at:]}
+
+
+def keep_notebook(executed: Path, dest: Path, name: str, record: dict) -> None:
+    """Write the executed chapter ``executed`` to ``dest`` with the prose of its source notebook and the verdict
+    of every seed of ``record`` (see :func:`run_record`)."""
     source = json.loads((NOTEBOOK_DIR / get_chapter(name).notebook).read_text())
-    notebook = with_source_text(json.loads(executed.read_text()), source, name)
+    notebook = with_seeds(with_source_text(json.loads(executed.read_text()), source, name), record)
     atomic_write_bytes(dest, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode())
 
 
@@ -284,7 +307,8 @@ def cmd_refresh_text(args: argparse.Namespace) -> int:
         path = kept / get_chapter(name).notebook
         if not path.is_file():
             raise CLIError(f"no kept chapter {path}; run `make book-small CHAPTER={name}` first")
-        keep_notebook(path, path, name)
+        record_file = path.with_name(f"{path.stem}.run.json")
+        keep_notebook(path, path, name, json.loads(record_file.read_text()) if record_file.is_file() else {})
     print(f"refreshed the prose of the kept chapters in {kept}")
     return 0
 
