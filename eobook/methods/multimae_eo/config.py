@@ -133,7 +133,7 @@ PROFILES = {
     # CPU demo on the small sample world (<= 15 minutes on 2 cores).
     "small": MultiMAEConfig(
         world_size="small", img_size=32, patch_size=8, embed_dim=128, depth=4, num_heads=4, num_visible=12,
-        decoder_dim=64, decoder_depth=1, decoder_heads=4, seg_class_dim=16, epochs=20, batch_size=32, lr=1e-3,
+        decoder_dim=64, decoder_depth=1, decoder_heads=4, seg_class_dim=16, epochs=60, batch_size=32, lr=1e-3,
         min_lr=1e-5, warmup_epochs=1, betas=(0.9, 0.95), weight_decay=0.05,
         classification_tasks=("m-eurosat", "eurosat", "fmow"), segmentation_tasks=("m-landcover-seg",),
         eval_max_train=400, eval_max_test=200, probe_epochs=50, probe_standardize=True, finetune_epochs=5,
