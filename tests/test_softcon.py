@@ -581,9 +581,11 @@ def test_paper_table_puts_this_run_in_its_row():
     mine = table[table["BigEarthNet mAP (this run)"].notna()]
     assert list(mine["backbone"]) == ["vit_small_patch14_dinov2"] and list(mine["input"]) == ["MS 13 bands"]
     assert float(mine["BigEarthNet-10% mAP (paper)"].iloc[0]) == 85.0 and float(mine["EuroSAT OA (this run)"].iloc[0]) == 45.6
-    tiny = sc.paper_table({"ben_mAP": 1.0}, tiny_cfg())
+    tiny = sc.paper_table({"ben_mAP": 1.0}, tiny_cfg(), baseline={"ben_mAP": 0.5, "eurosat_OA": 0.25})
     assert len(tiny) == len(sc.PAPER_RESULTS) + 1 and tiny.iloc[-1]["backbone"].startswith("vit (dim 64")
     assert tiny["BigEarthNet mAP (this run)"].notna().sum() == 1
+    assert tiny.iloc[-1]["BigEarthNet mAP (random init)"] == 0.5 and tiny.iloc[-1]["EuroSAT OA (random init)"] == 0.25
+    assert tiny["BigEarthNet mAP (random init)"].notna().sum() == 1
 
 
 def test_evaluation_of_a_backbone_resumes_from_its_stage_folders(tmp_path):

@@ -285,16 +285,24 @@ def evaluate_runs(module: SoftCon, cfg: SoftConConfig, pretrain: Pretrain,
     return Evaluation(scores, init_per_seed, method, baselines)
 
 
-def paper_table(ours: dict[str, float], cfg: SoftConConfig):
+def paper_table(ours: dict[str, float], cfg: SoftConConfig, baseline: dict[str, float] | None = None):
     """The README's table (BigEarthNet-10% linear mAP, EuroSAT linear accuracy per backbone and input) with
     this run's scores ``ours`` (keys of :data:`METRICS`) in the row of its backbone and modality, or in a
-    row of its own for the custom CPU ViT."""
+    row of its own for the custom CPU ViT; ``baseline`` (the same keys: the backbone at its initialisation,
+    :func:`init_name`) goes beside them, so the paper's number, this run's and the baseline's read side by side."""
     import pandas as pd
 
+    init = init_name(cfg)
+
     def row(backbone: str, modality: str, ben: float | None, euro: float | None, mine: bool) -> dict[str, Any]:
-        return {"backbone": backbone, "input": "MS 13 bands" if modality == "s2c" else "SAR VV/VH",
-                "BigEarthNet-10% mAP (paper)": ben, "BigEarthNet mAP (this run)": ours["ben_mAP"] if mine else None,
-                "EuroSAT OA (paper)": euro, "EuroSAT OA (this run)": ours.get("eurosat_OA") if mine else None}
+        cells = {"backbone": backbone, "input": "MS 13 bands" if modality == "s2c" else "SAR VV/VH"}
+        for key, name, paper_name, paper in (("ben_mAP", "BigEarthNet mAP", "BigEarthNet-10% mAP", ben),
+                                             ("eurosat_OA", "EuroSAT OA", "EuroSAT OA", euro)):
+            cells[f"{paper_name} (paper)"] = paper
+            cells[f"{name} (this run)"] = ours.get(key) if mine else None
+            if baseline is not None:
+                cells[f"{name} ({init})"] = baseline.get(key) if mine else None
+        return cells
 
     rows = [row(arch, modality, ben, euro, (arch, modality) == (cfg.arch, cfg.modality))
             for (arch, modality), (ben, euro) in PAPER_RESULTS.items()]
