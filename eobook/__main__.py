@@ -276,9 +276,12 @@ SEEDS_TAG = "small-seeds"
 
 def seeds_cell(record: dict) -> dict:
     """A markdown cell saying which seed the page shows and what every seed's run found against random init."""
-    lines = [f"* seed {s['seed']}: {s['verdict']['sentence']}" for s in record.get("seeds", []) if s.get("verdict")]
+    lines = [f"* seed {s['seed']}: {'beats' if beats(s['verdict']) else 'does not beat'} it, higher in "
+             f"{s['verdict']['wins']} of {s['verdict']['columns']} columns, mean gain {s['verdict']['mean_gain']:+.1f} "
+             f"points" for s in record.get("seeds", []) if s.get("verdict")]
     text = (f"**Every seed.** This page is the run with seed {record.get('seed')}; the `small` profile ran with "
-            f"{len(lines)} seeds, and each found:\n\n" + "\n".join(lines))
+            f"{len(lines)} seeds. Each seed's pretrained encoder against random init, over the columns of the "
+            f"verdict line under this chapter's results:\n\n" + "\n".join(lines))
     return {"cell_type": "markdown", "metadata": {"tags": [SEEDS_TAG]}, "source": text.splitlines(keepends=True)}
 
 
@@ -352,8 +355,8 @@ def overview_cards(kept: Path) -> str:
         record = json.loads(record_file.read_text()) if record_file.is_file() else {"seeds": []}
         image = f":img-top: small/{stem}.png\n" if (kept / f"{stem}.png").is_file() else ""
         cards.append(f":::{{grid-item-card}} {chapter.number}. {chapter.title.split(':')[0]}\n{image}"
-                     f":link: small/{stem}\n:link-type: doc\n\n{chapter.claim}\n+++\n{seeds_sentence(record)}"
-                     f"{' ' + chapter.small_limits if chapter.small_limits else ''}\n:::")
+                     f":link: small/{stem}\n:link-type: doc\n\n{chapter.claim}\n\n```{{card-footer}}\n"
+                     f"{seeds_sentence(record)}{' ' + chapter.small_limits if chapter.small_limits else ''}\n```\n:::")
     return "::::{grid} 1 2 2 3\n:gutter: 3\n\n" + "\n\n".join(cards) + "\n::::\n"
 
 
@@ -376,15 +379,21 @@ def small_runs_table(kept: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def beats(verdict: dict) -> bool:
+    """A verdict record's outcome, as :func:`eobook.evaluate.compare_to_baseline` words it: more than half the
+    columns won and a positive mean gain."""
+    return verdict["wins"] > verdict["columns"] / 2 and verdict["mean_gain"] > 0
+
+
 def seeds_sentence(record: dict) -> str:
     """What the small runs of every seed showed, in one sentence."""
     verdicts = [s["verdict"] for s in record.get("seeds", []) if s.get("verdict")]
     if not verdicts:
         return "Small runs: not kept yet (`make book-small`)."
-    beats = sum(v["wins"] > v["columns"] / 2 and v["mean_gain"] > 0 for v in verdicts)
+    wins_seeds = sum(map(beats, verdicts))
     wins = ", ".join(f"{v['wins']}/{v['columns']}" for v in verdicts)
     gains = ", ".join(f"{v['mean_gain']:+.1f}" for v in verdicts)
-    return (f"Small runs: pretraining beats random init in {beats} of {len(verdicts)} seeds "
+    return (f"Small runs: pretraining beats random init in {wins_seeds} of {len(verdicts)} seeds "
             f"(columns won {wins}; mean gain {gains} points).")
 
 
