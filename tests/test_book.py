@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eobook.__main__ import SEEDS_TAG, CLIError, code_sources, with_source_text
+from eobook.book import SEEDS_TAG, StaleChapterError, code_sources, with_source_text
 from eobook.chapters import CHAPTERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_refreshing_the_prose_keeps_the_outputs_and_refuses_changed_code():
                                                          ["added"], ["print(1)"]]
     assert refreshed["cells"][-1]["outputs"] == [{"text": "1"}] and refreshed["metadata"] == {"papermill": {}}
     source["cells"][-1]["source"] = ["print(2)"]
-    with pytest.raises(CLIError, match="softcon.*re-execute"):
+    with pytest.raises(StaleChapterError, match="softcon.*re-execute"):
         with_source_text(executed, source, "softcon")
 
 
@@ -141,7 +141,8 @@ def fake_complete_run(folder: Path, name: str, seed: int, wins: int) -> None:
 def test_collect_keeps_the_chapters_and_the_overview_reports_every_seed(tmp_path):
     """`collect` keeps seed 0's notebook with every seed's verdict; the intro's cards and the reproducibility
     table count them, and a chapter whose small world cannot show its claim says why on its card."""
-    from eobook.__main__ import main, overview_cards, small_runs_table
+    from eobook.__main__ import main
+    from eobook.book import overview_cards, small_runs_table
 
     for seed, wins in ((0, 3), (1, 1)):
         for name in CHAPTERS:
