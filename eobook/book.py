@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .chapters import chapter_names, get_chapter
+from .evaluate import beats_baseline
 from .resources import notebook_dir
 from .runtime import atomic_write_bytes
 
@@ -37,8 +38,8 @@ def with_source_text(executed: dict, source: dict, name: str) -> dict:
     code cells (outputs kept). Prose can be corrected without running the chapter again; code cannot: the code
     cells must be the source's, cell for cell, or the chapter has to be re-executed."""
     if code_sources(executed) != code_sources(source):
-        raise StaleChapterError(f"chapter {name!r}: the executed notebook's code differs from notebooks/{get_chapter(name).notebook}; "
-                       f"re-execute it (`make book-small CHAPTER={name}`)")
+        raise StaleChapterError(f"chapter {name!r}: the executed notebook's code differs from notebooks/"
+                                f"{get_chapter(name).notebook}; re-execute it (`make book-small CHAPTER={name}`)")
     executed_code = iter(c for c in executed["cells"] if c["cell_type"] == "code" and not is_injected(c))
     injected = [c for c in executed["cells"] if is_injected(c)]
     cells = []
@@ -69,8 +70,8 @@ def with_seeds(notebook: dict, record: dict) -> dict:
     cells = [c for c in notebook["cells"] if SEEDS_TAG not in c.get("metadata", {}).get("tags", [])]
     if not any(s.get("verdict") for s in record.get("seeds", [])):
         return {**notebook, "cells": cells}
-    at = next((i + 1 for i, c in enumerate(cells) if c["cell_type"] == "code" and "run.banner()" in "".join(c["source"])),
-              len(cells))
+    shows_banner = [c["cell_type"] == "code" and "run.banner()" in "".join(c["source"]) for c in cells]
+    at = shows_banner.index(True) + 1 if any(shows_banner) else len(cells)
     return {**notebook, "cells": cells[:at] + [seeds_cell(record)] + cells[at:]}
 
 
@@ -120,15 +121,14 @@ def small_runs_table(kept: Path) -> str:
         seeds = "; ".join(f"{s['seed']}: {s['verdict']['wins']}/{s['verdict']['columns']}, "
                           f"{s['verdict']['mean_gain']:+.1f}" for s in record["seeds"] if s.get("verdict"))
         sha = (record.get("git", {}).get("sha") or "")[:10]
-        lines.append(f"| {chapter.title.split(':')[0]} | {record.get('created', '')[:10]}, {sha}, {record.get('device', '')} "
-                     f"| {record['wall_seconds'] / 60:.1f} min | {seeds} |")
+        when = f"{record.get('created', '')[:10]}, {sha}, {record.get('device', '')}"
+        lines.append(f"| {chapter.title.split(':')[0]} | {when} | {record['wall_seconds'] / 60:.1f} min | {seeds} |")
     return "\n".join(lines) + "\n"
 
 
 def beats(verdict: dict) -> bool:
-    """A verdict record's outcome, as :func:`eobook.evaluate.compare_to_baseline` words it: more than half the
-    columns won and a positive mean gain."""
-    return verdict["wins"] > verdict["columns"] / 2 and verdict["mean_gain"] > 0
+    """Whether a kept verdict record (:func:`eobook.evaluate.verdict_record`) beats random init."""
+    return beats_baseline(verdict["wins"], verdict["columns"], verdict["mean_gain"])
 
 
 def seeds_sentence(record: dict) -> str:

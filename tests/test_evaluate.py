@@ -172,6 +172,15 @@ def test_compare_to_baseline_counts_wins_and_states_the_outcome():
         compare_to_baseline({"a": 1.0}, {"b": 1.0})
 
 
+def test_the_verdict_rule_needs_most_columns_and_a_positive_mean():
+    from eobook.evaluate import beats_baseline, compare_to_baseline, verdict_record
+
+    assert beats_baseline(2, 3, 0.1) and not beats_baseline(2, 4, 5.0) and not beats_baseline(3, 3, -0.1)
+    for scores in ({"a": 80.0, "b": 70.0, "c": 60.0}, {"a": 80.0, "b": 60.0}, {"a": 76.0, "b": 60.0, "c": 40.0}):
+        record = verdict_record(*compare_to_baseline(scores, {"a": 75.0, "b": 71.0, "c": 50.0}))
+        assert beats_baseline(record["wins"], record["columns"], record["mean_gain"]) == (" beats " in record["sentence"])
+
+
 def test_segmentation_means_run_over_the_evaluated_classes_only():
     target = torch.tensor([[0, 0, 1, 1]])
     pred = torch.tensor([[0, 2, 1, 1]])                          # class 2 predicted once, never in the targets

@@ -49,6 +49,12 @@ def score_ranges(runs: list[dict[Hashable, float]]) -> dict[Hashable, str]:
             for column in runs[0]}
 
 
+def beats_baseline(wins: int, columns: int, mean_gain: float) -> bool:
+    """The book's verdict rule: pretraining beats its baseline when it wins more than half the columns and
+    gains on average (used by :func:`compare_to_baseline` and for the verdicts that runs keep)."""
+    return wins > columns / 2 and mean_gain > 0
+
+
 def compare_to_baseline(scores: dict[str, float], baseline: dict[str, float], name: str = "pretrained",
                         baseline_name: str = "random init") -> tuple[dict[str, float], str]:
     """Per-column gain of ``scores`` over ``baseline`` (higher is better), and a sentence saying who wins.
@@ -63,7 +69,7 @@ def compare_to_baseline(scores: dict[str, float], baseline: dict[str, float], na
     gains = {c: float(scores[c]) - float(baseline[c]) for c in columns}
     wins = sum(g > 0 for g in gains.values())
     mean = sum(gains.values()) / len(gains)
-    verdict = "beats" if wins > len(gains) / 2 and mean > 0 else "does not beat"
+    verdict = "beats" if beats_baseline(wins, len(gains), mean) else "does not beat"
     sentence = (f"{name} {verdict} {baseline_name}: higher in {wins} of {len(gains)} columns, "
                 f"mean gain {mean:+.1f} points ({', '.join(f'{c} {g:+.1f}' for c, g in gains.items())}).")
     return gains, sentence
