@@ -61,6 +61,29 @@ def test_ssl4eo_world_seasons_and_labels(world):
     assert full["s2a"].shape == (4, 12, 36, 36) and full["s2c"].shape == (4, 13, 36, 36) and full["dw"].shape == (4, 36, 36)
 
 
+def test_ssl4eo_multilabels_alone_are_the_samples_labels(world):
+    ds = SSL4EOS12(world / "SSL4EO-S12", modalities=("s2c",), multilabels=True, seed=3)
+    ds.set_epoch(2)
+    for i in range(6):
+        assert torch.equal(torch.as_tensor(ds.multilabel(i)[0]), ds[i]["multilabel"])
+    every_season = SSL4EOS12(world / "SSL4EO-S12", modalities=("s2c",), seasons="all", multilabels=True)
+    assert every_season.multilabel(0).shape == (4, 9)
+    with pytest.raises(ValueError, match="multilabels=True"):
+        SSL4EOS12(world / "SSL4EO-S12", modalities=("s2c",)).multilabel(0)
+
+
+def test_whole_dataset_sees_through_subsets_wrappers_and_cached_splits(world):
+    from torch.utils.data import Subset
+
+    from eobook.data import whole_dataset
+    from eobook.methods.cromss import Relabelled
+
+    reader = SSL4EOS12(world / "SSL4EO-S12", modalities=("s2c",))
+    assert whole_dataset(reader) is reader and whole_dataset(Subset(Subset(reader, [0, 1, 2]), [1])) is reader
+    cached = [reader[i] for i in range(3)]
+    assert whole_dataset(Relabelled(Subset(cached, [0]), (0,) * 9)) is cached
+
+
 def test_mmearth_world(world):
     ds = MMEarth(world / "MMEarth" / "data_1M_v001_64.h5", split="train")
     s = ds[0]

@@ -497,6 +497,13 @@ def test_supervised_baseline_trains_on_random_crops(monkeypatch):
 
 
 def test_evaluation_loaders_use_at_most_one_worker_per_core(monkeypatch):
-    monkeypatch.setattr(D.evaluation, "available_cpus", lambda: 2)
-    assert D.CHAPTER.profile("full").num_workers > 2 and D.evaluation.eval_workers(D.CHAPTER.profile("full")) == 2
-    assert D.evaluation.eval_workers(tiny_cfg()) == 0
+    """The probes inherit the profile's workers (sized for a GPU node); the loop's loader caps them at the cores."""
+    from eobook.train import loop
+
+    monkeypatch.setattr(loop, "available_cpus", lambda: 2)
+    full = D.CHAPTER.profile("full")
+    probe = full.stage(epochs=1, batch_size=4)
+    assert full.num_workers > 2 and probe.num_workers == full.num_workers
+    loader = loop.make_loader(list(range(8)), loop.ResumableBatchSampler(8, 4, seed=0), probe.num_workers)
+    assert loader.num_workers == 2
+    assert loop.make_loader(list(range(8)), loop.ResumableBatchSampler(8, 4, seed=0), tiny_cfg().num_workers).num_workers == 0

@@ -91,6 +91,16 @@ def smoke_subset(dataset, cfg: ChapterConfig):
     return Subset(dataset, range(SMOKE_SAMPLES))
 
 
+def whole_dataset(dataset):
+    """The reader under any views of ``dataset`` (``Subset``s of a smoke run or a label fraction, and wrappers
+    that keep it as ``.dataset``): what the split holds, to count it beside what a run uses."""
+    from torch.utils.data import Dataset, Subset
+
+    while isinstance(dataset, Subset) or isinstance(getattr(dataset, "dataset", None), (Dataset, list)):
+        dataset = dataset.dataset   # a cached split is a list of samples
+    return dataset
+
+
 def chapter_dataset(cfg: ChapterConfig, reader: str, folder: str, **kwargs: Any):
     """A chapter's dataset: ``READERS[reader]`` on ``dataset_root(cfg, folder)``, kept in memory when the
     chapter has ``cfg.cache_data`` set (the small sample worlds, read once per process); in a smoke run only
@@ -99,7 +109,8 @@ def chapter_dataset(cfg: ChapterConfig, reader: str, folder: str, **kwargs: Any)
     return smoke_subset(open_dataset(reader, dataset_root(cfg, folder), in_memory, **kwargs), cfg)
 
 
-__all__ = ["SMOKE_SAMPLES", "chapter_dataset", "dataset_root", "smoke_subset", "open_dataset", "read_into_memory",
+__all__ = ["SMOKE_SAMPLES", "chapter_dataset", "dataset_root", "smoke_subset", "whole_dataset", "open_dataset",
+           "read_into_memory",
            "BEN19_CLASSES", "BEN43_CLASSES", "DFC_CLASSES", "DW_CLASSES", "EUROSAT_CLASSES", "FMOW_CLASSES",
            "GEOBENCH_TASKS", "IGNORE_INDEX", "MMEARTH_S2_BANDS", "MODALITY_BANDS", "OSM_CLASSES", "S2_L1C_BANDS",
            "S2_L2A_BANDS", "WORLDCOVER_CLASSES", "DATA_WARNINGS", "FOLDERS", "READERS", "DataError", "BigEarthNetMM",

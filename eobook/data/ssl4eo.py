@@ -139,6 +139,16 @@ class SSL4EOS12(EODataset):
             return self.store.read(index, self._stored_keys(), seasons) | {"seasons": seasons}
         return self.raw_sample(index, seasons)
 
+    def multilabel(self, index: int) -> np.ndarray:
+        """The multi-labels [T, 9] of sample ``index`` in the seasons it reads now (``seasons``, this epoch's
+        draw for "random"), from the label file or the packed store alone: no image is decoded."""
+        if not self.multilabels:
+            raise ValueError("multilabel: this reader was opened without multilabels=True")
+        seasons = self._season_list(index)
+        if self.store is not None:
+            return self.store.read(index, ("multilabel",), seasons)["multilabel"]
+        return self._multilabel(self.ids[index], seasons)[0]
+
     def _stored_keys(self) -> tuple[str, ...]:
         """The ``raw_sample`` keys the samples are made of: the modalities and the labels asked for."""
         labels = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ... import analysis, augment
-from ...data import chapter_dataset, ensure_sample_world, open_dataset, smoke_subset
+from ...data import chapter_dataset, ensure_sample_world, open_dataset, smoke_subset, whole_dataset
 from ...data.bands import DFC_CLASSES, DW_CLASSES, IGNORE_INDEX, OSM_CLASSES
 from ...evaluate import Task, fine_tune, seeded
 from ...rng import as_random
@@ -213,7 +213,7 @@ def noisy_label_dataset(cfg: CromSSConfig) -> Dataset:
 def pretraining_summary(cfg: CromSSConfig, dataset: Dataset) -> str:
     """One line naming the pretraining set this run reads and its size as the reader counts it."""
     source = f"data_root {cfg.data_root}" if cfg.data_root else "the synthetic sample world"
-    whole = len(_whole(dataset))
+    whole = len(whole_dataset(dataset))
     kept = f" (this smoke run keeps the first {len(dataset)})" if len(dataset) != whole else ""
     return (f"SSL4EO-S12@NoL ({source}): {whole} locations{kept}, four seasons of S1, S2 L1C and Dynamic World "
             f"masks each, tiles of {tile_size(dataset, 'dw')} px")
@@ -252,13 +252,6 @@ def downstream_datasets(cfg: CromSSConfig, task: str = "dfc2020") -> tuple[Datas
                  for split in ("train", "test"))
 
 
-def _whole(dataset: Any) -> Any:
-    """The dataset a Subset / Relabelled view reads from."""
-    while isinstance(dataset, (Subset, Relabelled)):
-        dataset = dataset.dataset
-    return dataset
-
-
 def tile_size(dataset: Any, key: str = "label") -> int:
     """The side in px of the first sample's ``key`` map (the shorter side), read from the dataset."""
     return int(min(torch.as_tensor(dataset[0][key]).shape[-2:]))
@@ -278,7 +271,7 @@ def split_summary(cfg: CromSSConfig, key: str, train: Dataset, test: Dataset) ->
     unit = "patches" if key == "dfc2020" else "tiles"
     parts = []
     for split, data in zip(splits, (train, test)):
-        whole = len(_whole(data))
+        whole = len(whole_dataset(data))
         kept = f" (this smoke run keeps the first {len(data)})" if len(data) != whole else ""
         parts.append(f"'{split}' {whole} {unit} of {tile_size(data)} px{kept}")
     tile = tile_size(train)
@@ -593,14 +586,14 @@ def eurosat_images(cfg: CromSSConfig) -> tuple[Dataset, str]:
         source = ("the sample world's synthetic EuroSAT-MS (data_root has no EuroSAT-MS)" if cfg.data_root
                   else "the sample world's synthetic EuroSAT-MS")
     picked = pca_subset(data, cfg)
-    return picked, f"Fig. 13 image level: {len(picked)} of {len(_whole(data))} images of {source}"
+    return picked, f"Fig. 13 image level: {len(picked)} of {len(whole_dataset(data))} images of {source}"
 
 
 def dw_test_images(cfg: CromSSConfig) -> tuple[Dataset, str]:
     """Fig. 13's pixel-level set: the SSL4EO-S12@DW test tiles (S2 only), at most ``pca_images``."""
     data = chapter_dataset(cfg, "NoLDOS12", "NoLDO-S12", task="dw", split="test", modalities=("s2",))
     picked = pca_subset(data, cfg)
-    return picked, (f"Fig. 13 pixel level: {len(picked)} of {len(_whole(data))} SSL4EO-S12@DW test tiles, "
+    return picked, (f"Fig. 13 pixel level: {len(picked)} of {len(whole_dataset(data))} SSL4EO-S12@DW test tiles, "
                     f"{cfg.pca_pixels_per_image} pixels each")
 
 

@@ -10,13 +10,12 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ... import augment
-from ...data import chapter_dataset
+from ...data import chapter_dataset, whole_dataset
 from ...evaluate import (Task, extract_features, fine_tune, label_fraction_subset, linear_probe, predict_and_score,
                          random_init_baseline, seeded, subset, train_supervised)
 from ...nn.vit import last_blocks_cls
 from ...rng import Random
 from ...train import stage_dir
-from ...train.loop import available_cpus
 from .config import DinoMMConfig
 from .model import SENSOR_MODES, build_backbone, select_sensors, stack_sensors
 
@@ -62,9 +61,7 @@ def eval_datasets(cfg: DinoMMConfig) -> tuple[Dataset, Dataset]:
 def split_summary(cfg: DinoMMConfig, split: str, dataset: Dataset) -> str:
     """One line saying which split ``dataset`` is and how many patches it holds, counted from the reader (and,
     where a smoke run or a cap keeps fewer, how many this run uses)."""
-    whole = dataset
-    while isinstance(whole, Subset):
-        whole = whole.dataset
+    whole = whole_dataset(dataset)
     source = f"data_root {cfg.data_root}" if cfg.data_root else "the synthetic sample world"
     line = (f"BigEarthNet-MM '{split}' split ({SPLIT_SCHEMES[cfg.split_scheme]}, snow and cloud patches removed; "
             f"{source}): {len(whole)} patches")
@@ -85,12 +82,6 @@ def probe_train_view(batch: dict[str, torch.Tensor], sensors: str, size: int, rn
     sample from ``rng`` (the step context in training): [B,14,size,size]."""
     x = select_sensors(stack_sensors(batch["s2"], batch["s1"]), sensors)
     return augment.random_resized_crop(x, size, TRAIN_CROP_SCALE, rng).clamp(0.0, 1.0)
-
-
-def eval_workers(cfg: DinoMMConfig) -> int:
-    """Loader workers of the evaluation stages: the profile's, at most one per available core (the scoring
-    passes load outside the loop, which caps its own loaders the same way)."""
-    return min(cfg.num_workers, available_cpus())
 
 
 def label_fraction_name(fraction: float) -> str:
@@ -119,7 +110,7 @@ def linear_evaluation(backbone: nn.Module, train_set: Dataset, test_set: Dataset
     """
     backbone = backbone.to(device).eval()
     loop = cfg.stage(epochs=cfg.probe_epochs, batch_size=cfg.probe_batch_size, optimizer="sgd", lr=cfg.probe_lr,
-                     momentum=0.9, weight_decay=0.0, device=str(device), num_workers=eval_workers(cfg))
+                     momentum=0.9, weight_decay=0.0, device=str(device))
     task = Task("multilabel", N_CLASSES)
     results = {}
     for sensors in SENSOR_MODES[::-1]:  # S1, S2, S1+S2
@@ -224,8 +215,7 @@ def supervised_evaluation(train_set: Dataset, test_set: Dataset, cfg: DinoMMConf
     and input with AdamW, lr ``supervised_lr`` cosine, MultiLabelSoftMarginLoss; with ``supervised_augment``
     on :func:`probe_train_view` views of ``eval_crop_size`` px, scored on the evaluation view."""
     loop = cfg.stage(epochs=cfg.supervised_epochs, batch_size=cfg.supervised_batch_size, optimizer="adamw",
-                     lr=cfg.supervised_lr, weight_decay=cfg.supervised_weight_decay, device=str(device),
-                     num_workers=eval_workers(cfg))
+                     lr=cfg.supervised_lr, weight_decay=cfg.supervised_weight_decay, device=str(device))
     task = Task("multilabel", N_CLASSES)
     results = {}
     for sensors in SENSOR_MODES[::-1]:

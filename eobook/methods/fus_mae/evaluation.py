@@ -14,9 +14,10 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from ...data import DFC_CLASSES, READERS, S2_L1C_BANDS, S2_L2A_BANDS, chapter_dataset, dataset_root
+from ...data import (DFC_CLASSES, READERS, S2_L1C_BANDS, S2_L2A_BANDS, chapter_dataset, dataset_root,
+                     whole_dataset)
 from ...evaluate import (Task, drop_unlabelled, extract_features, fine_tune, label_fraction_subset, linear_probe,
                          random_init_baseline, subset)
 from ...train import TrainResult, stage_dir
@@ -132,9 +133,7 @@ def split_summary(cfg: FusMAEConfig, dataset: PairedPatches) -> str:
     if dataset.origin is None:
         raise ValueError("split_summary: expected a dataset from bigearthnet() or sen12ms() (PairedPatches.origin)")
     name, split = dataset.origin
-    base = dataset.base
-    while isinstance(base, Subset):
-        base = base.dataset
+    base = whole_dataset(dataset.base)
     reader = base if isinstance(base, READERS[name]) else READERS[name](dataset_root(cfg, _FOLDERS[name]), split=split)
     layout = getattr(reader, "layout", None)
     source = _SPLIT_SOURCES[(name, layout)].format(split=split)

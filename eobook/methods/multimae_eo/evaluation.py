@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from ...data import IGNORE_INDEX, EuroSATMS, FMoWSentinel, GeoBench, MMEarth, dataset_root, smoke_subset
+from ...data import (IGNORE_INDEX, EuroSATMS, FMoWSentinel, GeoBench, MMEarth, dataset_root, smoke_subset,
+                     whole_dataset)
 from ...data.bands import MMEARTH_S2_BANDS, MODALITY_BANDS, S2_L1C_BANDS
 from ...evaluate import (Task, extract_features, fine_tune, label_fraction_subset, linear_probe, random_init_baseline,
                          score_ranges, seeded, subset)
@@ -59,7 +60,7 @@ def pretraining_dataset(cfg: MultiMAEConfig) -> Dataset:
 
 def describe_pretraining(cfg: MultiMAEConfig, dataset: Dataset) -> str:
     """Which MMEarth file, split and how many of its rows this run pretrains on (one line)."""
-    whole = dataset.dataset if isinstance(dataset, Subset) else dataset
+    whole = whole_dataset(dataset)
     line = (f"MMEarth {cfg.mmearth_file}, split '{cfg.mmearth_split}': pretraining on {len(dataset)} of its "
             f"{len(whole)} rows")
     return line + (" (a smoke run keeps the first few)" if len(dataset) < len(whole) else "")

@@ -56,13 +56,7 @@ def pretraining_labels(cfg: SoftConConfig) -> torch.Tensor:
     a full run gets its label statistics in seconds. N is what :func:`ssl4eo_ml` reads (a smoke run: its few)."""
     reader = SSL4EOS12(dataset_root(cfg, "SSL4EO-S12"), modalities=(cfg.modality,), seasons="random",
                        multilabels=True, seed=cfg.seed)
-    rows = []
-    for i in range(len(smoke_subset(reader, cfg))):
-        seasons = reader._season_list(i)
-        if reader.store is not None:
-            rows.append(reader.store.read(i, ("multilabel",), seasons)["multilabel"][0])
-        else:
-            rows.append(reader._multilabel(reader.ids[i], seasons)[0][0])
+    rows = [reader.multilabel(i)[0] for i in range(len(smoke_subset(reader, cfg)))]
     return torch.as_tensor(np.stack(rows), dtype=torch.float32) if rows else torch.zeros(0, len(DW_CLASSES))
 
 
