@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..resources import sample_data_dir
 from ..runtime import atomic_write_bytes, require_free_disk
 from .bands import (BEN19_CLASSES, BEN43_CLASSES, DW_CLASSES, EUROSAT_CLASSES, FMOW_CLASSES, GEOBENCH_CLOUD_BAND,
                     GEOBENCH_S1_BANDS, GEOBENCH_S2_BANDS, MMEARTH_S2_BANDS, S1_BANDS, S2_BAND_GSD,
@@ -794,14 +795,6 @@ def write_world(out: Path, size: str = "tiny", seed: int = 0) -> dict:
         (folder / "SYNTHETIC").write_text(SYNTHETIC_NOTE + "\n")
     atomic_write_bytes(out / MARKER, f"complete v{VERSION}\n".encode())  # written last: the world is whole
     return summary
-
-
-def sample_data_dir() -> Path:
-    """``$EOBOOK_DATA_DIR`` or the user's data folder (``~/.local/share/eobook/sample`` on Linux; see
-    :mod:`eobook.resources`)."""
-    from ..resources import sample_data_dir as default
-
-    return default()
 
 
 def ensure_sample_world(size: str = "tiny", seed: int = 0, base: Path | None = None) -> Path:

@@ -214,18 +214,19 @@ def predict_and_score(model: nn.Module, dataset: Dataset, predict: Callable[[nn.
     scores accumulate batch by batch, so no test set is ever held whole."""
     model.eval()
     device = torch.device(device)
-    pixels = SegmentationScores(task.num_classes, task.ignore_index, task.eval_classes)
+    segmentation = task.kind == "segmentation"
+    pixels = SegmentationScores(task.num_classes, task.ignore_index, task.eval_classes) if segmentation else None
     outputs, targets = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, available_cpus())):
         target = batch[task.label_key]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         logits = predict(model, batch).float().cpu()
-        if task.kind == "segmentation":
+        if segmentation:
             pixels.update(logits.argmax(1), target)
         else:
             outputs.append(logits)
             targets.append(target)
-    if task.kind == "segmentation":
+    if segmentation:
         return pixels.compute()
     return task.score(torch.cat(outputs), torch.cat(targets))
 
