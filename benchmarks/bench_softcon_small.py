@@ -9,46 +9,32 @@ soft targets' entropy relative to uniform (:func:`eobook.methods.softcon.soft_ta
     python -m eobook bench softcon_small                       # every variant, seed 0 (about 20 CPU-minutes)
     python -m eobook bench softcon_small --variants base jitter=0 --seed 1
 
-A variant is ``base`` or ``field=value[,field=value...]`` with JSON values (``crop_scale=[0.6,1.0]``).
+A variant is ``base`` or ``field=value[;field=value...]``, values as ``-p`` takes them (``crop_scale=(0.6, 1.0)``).
 Scores are printed, never asserted.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import time
 
 import torch
 
 from eobook.methods import softcon as sc
 
-VARIANTS = ("base", "jitter=0", "crop_scale=[0.6,1.0]", "mask_ratio=0", "lr=0.003", "epochs=150",
-            "lam=0", "lam=1.0", "lam=1.0,epochs=150", "jitter=0,lam=0")
+VARIANTS = ("base", "jitter=0", "crop_scale=(0.6, 1.0)", "mask_ratio=0", "lr=0.003", "epochs=150",
+            "lam=0", "lam=1.0", "lam=1.0;epochs=150", "jitter=0;lam=0")
 
 
-def parse_variant(text: str) -> dict:
-    """``"a=1,b=[0.5,1]"`` -> ``{"a": 1, "b": (0.5, 1)}`` (lists become tuples, as the config's fields)."""
+def parse_variant(text: str) -> dict[str, str]:
+    """``"jitter=0;crop_scale=(0.6, 1.0)"`` -> ``{"jitter": "0", "crop_scale": "(0.6, 1.0)"}``; ``"base"`` -> ``{}``.
+    The values stay strings: the profile parses and checks them as it does ``-p`` overrides."""
     if text == "base":
         return {}
-    fields = {}
-    for item in _split(text):
-        key, value = item.split("=", 1)
-        parsed = json.loads(value)
-        fields[key] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return fields
-
-
-def _split(text: str) -> list[str]:
-    """Split at the commas between ``field=value`` items, not those inside brackets."""
-    items, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += char == "["
-        depth -= char == "]"
-        if char == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    return items + [text[start:]]
+    pairs = [item.partition("=") for item in text.split(";")]
+    bad = [key for key, sep, _ in pairs if not sep or not key]
+    if bad:
+        raise SystemExit(f"--variants {text!r}: expected base or field=value[;field=value...]")
+    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def soft_target_entropy_per_batch(cfg: sc.SoftConConfig, batches: int = 20) -> float:
@@ -78,7 +64,7 @@ def main() -> None:
     print(f"| random init (untrained) | {init['ben_mAP']:.1f} | {init['eurosat_OA']:.1f} | "
           f"{time.perf_counter() - t0:.0f} |", flush=True)
     for variant in args.variants:
-        cfg = dataclasses.replace(base, **parse_variant(variant))
+        cfg = sc.CHAPTER.profile("small", seed=args.seed, **parse_variant(variant))
         t0 = time.perf_counter()
         module, _ = sc.CHAPTER.pretrain(cfg, None, log=lambda _: None)
         scores = sc.linear_probe_benchmarks(module.encoder, cfg)
