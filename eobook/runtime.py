@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from .attribution import copernicus_attribution
-
 from .resources import checkout_root
 
 PACKAGES = (

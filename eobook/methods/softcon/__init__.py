@@ -76,11 +76,12 @@ def evaluate(module: SoftCon, cfg: SoftConConfig, checkpoint_dir: str | os.PathL
 
 __all__ = ["ARCHS", "B10_INDEX", "Backbone", "Branch", "CHAPTER", "DEVIATIONS", "Evaluation", "HUB_WEIGHTS",
            "METRICS", "MODALITIES", "MODALITY_CHANNELS", "PAPER", "PAPER_RESULTS", "PROFILES", "SoftCon",
-           "SoftConConfig", "adapt_patch_embed", "bigearthnet_splits", "build_multilabels_from_dw", "build_pretraining",
-           "create_backbone", "data_splits", "embedding_logits", "eurosat_splits", "evaluate", "evaluate_backbone",
-           "evaluate_runs", "feature_fn", "fine_tune_bigearthnet", "gather_with_grad", "grey_scene_check",
-           "hub_weights_file", "info_nce", "init_name", "label_order", "label_similarity", "lambda_ablation",
-           "linear_probe_benchmarks", "load_foundation_weights", "mixed_target", "mlp", "model_input", "model_meta",
-           "multilabels_to_json", "paper_table", "pretraining_labels", "pretraining_module", "random_init_evaluation",
-           "run_name", "soft_contrastive_loss", "soft_target_cross_entropy", "soft_target_entropy", "softcon_loss", "ssl4eo_ml",
-           "start_weights", "write_multilabels_json"]
+           "SoftConConfig", "adapt_patch_embed", "bigearthnet_splits", "build_multilabels_from_dw",
+           "build_pretraining", "create_backbone", "data_splits", "embedding_logits", "eurosat_splits", "evaluate",
+           "evaluate_backbone", "evaluate_runs", "feature_fn", "fine_tune_bigearthnet", "gather_with_grad",
+           "grey_scene_check", "hub_weights_file", "info_nce", "init_name", "label_order", "label_similarity",
+           "lambda_ablation", "linear_probe_benchmarks", "load_foundation_weights", "mixed_target", "mlp",
+           "model_input", "model_meta", "multilabels_to_json", "paper_table", "pretraining_labels",
+           "pretraining_module", "random_init_evaluation", "run_name", "soft_contrastive_loss",
+           "soft_target_cross_entropy", "soft_target_entropy", "softcon_loss", "ssl4eo_ml", "start_weights",
+           "write_multilabels_json"]

@@ -134,7 +134,8 @@ def soft_target_entropy(label_sim: torch.Tensor) -> torch.Tensor:
         a scalar in [0, 1] (0 where no row has a label).
     """
     if label_sim.ndim != 2 or label_sim.shape[1] < 2 or (label_sim < 0).any():
-        raise ValueError(f"label_sim: expected non-negative similarities [N, M] with M >= 2, got {tuple(label_sim.shape)}")
+        raise ValueError(f"label_sim: expected non-negative similarities [N, M] with M >= 2, "
+                         f"got {tuple(label_sim.shape)}")
     rows = label_sim.sum(1) > 0
     keys = int((label_sim.sum(0) > 0).sum())
     if not rows.any() or keys < 2:
