@@ -8,6 +8,8 @@ Examples::
     torchrun --nproc_per_node 4 -m eobook pretrain dino_mm --profile full --out runs/full/dino_mm
     python -m eobook data world --out data/sample/world-tiny-seed0 --size tiny
     python -m eobook bench train --chapter dino_mm
+    python -m eobook weights list
+    python -m eobook run softcon --profile full -p init=authors:softcon-vits14-ms --out runs/authors
 """
 from __future__ import annotations
 
@@ -206,6 +208,42 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def released_weights() -> dict:
+    """Every chapter's released weights by name, in chapter order."""
+    return {entry.name: entry for name in chapter_names() for entry in get_chapter(name).released}
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from .weights import local_path
+
+    for entry in released_weights().values():
+        here = "downloaded" if local_path(entry).is_file() else "not downloaded"
+        print(f"{entry.name}  [{get_chapter(entry.chapter).number}. {entry.chapter}; -p init={entry.init}; {here}]")
+        print(f"    {entry.encoder}; {entry.input_px} px; bands {', '.join(entry.bands)}")
+        print(f"    {entry.url}  ({entry.licence})")
+        print(f"    reported ({entry.reported_source}): "
+              + ", ".join(f"{metric} {value:.1f}" for metric, value in entry.reported.items()))
+        if entry.notes:
+            print(f"    note: {entry.notes}")
+    return 0
+
+
+def cmd_weights_download(args: argparse.Namespace) -> int:
+    from .weights import WeightsError, download
+
+    known = released_weights()
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        raise CLIError(f"unknown weights {unknown}; valid: {list(known)}")
+    for name in args.names:
+        try:
+            path = download(known[name])
+        except WeightsError as err:
+            raise CLIError(str(err)) from None
+        print(f"{name}: {path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if BENCHMARK_DIR is None:
         raise CLIError("benchmarks are scripts of the source checkout (benchmarks/), not part of the installed package")
@@ -302,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="chapters and their profiles")
     lst.set_defaults(func=cmd_list)
 
+    weights = sub.add_parser("weights", help="the authors' released weights: list, download")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    weights_sub.add_parser("list", help="every released file, its chapter, bands and reported numbers").set_defaults(
+        func=cmd_weights_list)
+    fetch = weights_sub.add_parser("download", help="download with progress, verified by SHA-256 "
+                                                    "(into $EOBOOK_WEIGHTS_DIR, default ~/.cache/eobook/weights)")
+    fetch.add_argument("names", nargs="+", help="names from `weights list`")
+    fetch.set_defaults(func=cmd_weights_download)
+
     bench = sub.add_parser("bench", help="run a script of benchmarks/ (prints numbers)")
     bench.add_argument("name", help="benchmark name: benchmarks/bench_<name>.py")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
@@ -338,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .data import DataError
     from .train import CheckpointError
+    from .weights import WeightsError
 
     try:
         return args.func(args)
-    except (CLIError, ConfigError, CheckpointError, DataError, StaleChapterError) as err:
+    except (CLIError, ConfigError, CheckpointError, DataError, StaleChapterError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .train import TrainConfig, TrainResult, fit
+from .weights import AUTHORS_PREFIX, LoadReport, Released, released_name
 
 PROFILE_NAMES = ("tiny", "small", "full")
 
@@ -60,6 +62,10 @@ class ChapterConfig(TrainConfig):
     #: Random-init baselines: networks seeded ``seed``, ``seed + 1``, ...; the "random init" row is their
     #: mean and their spread is shown (0: no random-init baseline).
     random_init_seeds: int = 1
+    #: Where the evaluated encoder comes from: "pretrain" (this chapter's pretraining) or "authors:<name>", a
+    #: file the paper's authors released (``python -m eobook weights list``), loaded instead of pretraining and
+    #: evaluated with this book's protocol; it sets the model-shape fields it needs.
+    init: str = "pretrain"
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "batch_size", "grad_accum", "keep_checkpoints", "plateau_patience")
@@ -72,6 +78,9 @@ class ChapterConfig(TrainConfig):
         check_choice(self, "lr_schedule", ("cosine", "constant", "plateau"))
         check_choice(self, "amp", ("auto", "off", "bf16", "fp16"))
         check_choice(self, "world_size", ("tiny", "small"))
+        if self.init != "pretrain" and not (self.init.startswith(AUTHORS_PREFIX) and len(self.init) > len(AUTHORS_PREFIX)):
+            raise ConfigError(f"init: expected 'pretrain' or '{AUTHORS_PREFIX}<name>' (python -m eobook weights list), "
+                              f"got {self.init!r}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup_epochs: expected at most epochs={self.epochs}, got {self.warmup_epochs}")
 
@@ -193,6 +202,9 @@ class Chapter(Generic[Config]):
         showcase: the figure (``figures/<showcase>.png`` of a run) that stands for the chapter in the overview.
         small_limits: where the ``small`` profile cannot show the paper's claim, why, in one sentence (the
             overview prints it beside the seeds' verdicts; the chapter gives the evidence); "" where it can.
+        released: the weights the paper's authors published (``init="authors:<name>"``).
+        load_released: ``(pretraining module, entry, checkpoint) -> LoadReport``: puts a released file into
+            the module that ``build_pretraining`` makes from a profile with the entry's fields.
     """
 
     name: str
@@ -207,6 +219,8 @@ class Chapter(Generic[Config]):
     claim: str = ""
     showcase: str = ""
     small_limits: str = ""
+    released: tuple[Released, ...] = ()
+    load_released: Callable[[nn.Module, Released, Any], LoadReport] | None = None
 
     def __post_init__(self) -> None:
         missing = [p for p in PROFILE_NAMES if p not in self.profiles]
@@ -220,12 +234,43 @@ class Chapter(Generic[Config]):
         unknown = sorted((set(self.paper) | set(self.deviations)) - {f.name for f in fields(self.config)})
         if unknown:
             raise ConfigError(f"chapter {self.name!r}: paper values or deviations for unknown fields {unknown}")
+        for entry in self.released:
+            if entry.chapter != self.name or sorted(set(entry.fields) - {f.name for f in fields(self.config)}):
+                raise ConfigError(f"chapter {self.name!r}: released weights {entry.name!r} belong to "
+                                  f"{entry.chapter!r} or set unknown fields {sorted(entry.fields)}")
+        if self.released and self.load_released is None:
+            raise ConfigError(f"chapter {self.name!r}: released weights without load_released")
 
     def profile(self, name: str = "tiny", **overrides: Any) -> Config:
-        """Profile ``name`` with ``overrides`` applied by field name (values may be strings from a CLI)."""
+        """Profile ``name`` with ``overrides`` applied by field name (values may be strings from a CLI).
+
+        ``init="authors:<name>"`` also applies the released entry's fields (model shape, input bands); an
+        override that contradicts one of them is refused, naming it."""
         if name not in self.profiles:
             raise ConfigError(f"unknown profile {name!r} for chapter {self.name!r}; valid profiles: {list(self.profiles)}")
-        return apply_overrides(self.profiles[name], overrides, context=f"chapter {self.name!r}")
+        context = f"chapter {self.name!r}"
+        cfg = apply_overrides(self.profiles[name], overrides, context=context)
+        if cfg.init == "pretrain":
+            return cfg
+        entry = self.released_entry(cfg.init)
+        explicit = apply_overrides(self.profiles[name], {k: v for k, v in overrides.items() if k in entry.fields},
+                                   context=context)
+        clashes = [f"{k}={getattr(explicit, k)!r} (the weights need {v!r})" for k, v in entry.fields.items()
+                   if k in overrides and not _same(getattr(explicit, k), v)]
+        if clashes:
+            raise ConfigError(f"{context}: init={cfg.init!r} contradicts {', '.join(clashes)}")
+        return apply_overrides(cfg, dict(entry.fields), context=context)
+
+    def released_entry(self, init: str) -> Released:
+        """The released weights that ``init`` (``"authors:<name>"``) names, or a ConfigError listing this chapter's."""
+        name = released_name(init)
+        for entry in self.released:
+            if entry.name == name:
+                return entry
+        names = [e.name for e in self.released]
+        raise ConfigError(f"init: {init!r} names no released weights of chapter {self.name!r}; "
+                          + (f"valid: {[AUTHORS_PREFIX + n for n in names]}" if names else
+                             "its authors released none (python -m eobook weights list)"))
 
     def pretrain(self, cfg: Config, out_dir: str | os.PathLike | None, **fit_kwargs: Any) -> tuple[nn.Module, TrainResult]:
         """Build the chapter's pretraining and train it with :func:`eobook.train.fit`, checkpointing into
@@ -234,10 +279,25 @@ class Chapter(Generic[Config]):
         if not isinstance(cfg, self.config):
             raise ConfigError(f"chapter {self.name!r}: expected a {self.config.__name__}, got {type(cfg).__name__}")
         module, dataset, collate_fn, meta = self.build_pretraining(cfg)
+        if cfg.init != "pretrain":
+            return module, self._load_released(module, cfg)
         ckpt_dir = Path(out_dir) / "checkpoints" if out_dir is not None else None
         result = fit(module, dataset, cfg, checkpoint_dir=ckpt_dir, checkpoint_meta={"chapter": self.name, **meta},
                      collate_fn=collate_fn, desc=f"{self.name} pretraining", **fit_kwargs)
         return module, result
+
+    def _load_released(self, module: nn.Module, cfg: Config) -> TrainResult:
+        """Put the released weights ``cfg.init`` names into ``module`` instead of pretraining it; prints what was
+        loaded. A smoke run (and any offline run) reads the local file only."""
+        from . import weights
+
+        start = time.perf_counter()
+        entry = self.released_entry(cfg.init)
+        path = weights.checkpoint_file(entry, allow_download=not cfg.smoke)
+        report = self.load_released(module, entry, weights.read_checkpoint(path, entry.metadata_types))
+        print(f"init={cfg.init}: {entry.encoder}; no pretraining in this run. {report.summary()}")
+        return TrainResult(history=[], steps=0, resumed_from=None, seconds=time.perf_counter() - start,
+                           samples_per_second=0.0)
 
     def deviation_rows(self) -> list[dict[str, Any]]:
         """Where the ``full`` profile departs from the paper, with the book's reasons (see :func:`deviation_rows`)."""

@@ -33,6 +33,7 @@ from .model import (FUSIONS, NUM_CLASSES, S2_9BAND_INDEX, CromSS, build_module, 
                     label_selection_mask, model_meta, s1_unit_range, s2_band_index, selection_masks_of,
                     selection_schedule, spatial_temporal_smoothing, weighted_consistency_loss,
                     weighted_segmentation_loss)
+from .weights import KEYMAPS, RELEASED, load_released
 
 
 def build_pretraining(cfg: CromSSConfig) -> Pretraining:
@@ -55,19 +56,19 @@ CHAPTER = Chapter(
     claim=(
         "Pretraining U-Nets on noisy Dynamic World labels with cross-modal sample selection and spatial-"
         "temporal label smoothing improves segmentation transfer over random and single-modal pretraining."),
-    showcase="fig9_10_segmentation_maps")
+    showcase="fig9_10_segmentation_maps", released=RELEASED, load_released=load_released)
 
-__all__ = ["CHAPTER", "DEVIATIONS", "DFC2020_EVAL_IDS", "DFC2020_PAPER_CLASSES", "DFC2020_TO_PAPER",
-           "ENCODER_SETTINGS", "FUSIONS", "INPUTS", "METRICS", "NUM_CLASSES", "PAPER", "PAPER_DFC2020", "PAPER_DW",
-           "PAPER_OSM", "PROFILES", "S2_9BAND_INDEX", "TASKS", "TRANSFER_TASKS", "batchnorm_statistics_kl",
-           "build_module", "build_pretraining", "build_segmentation_model", "create_unet", "CromSS", "CromSSConfig",
-           "cross_modal_enhance", "CrossEntropyDice", "downstream_datasets", "downstream_evaluation",
-           "DownstreamTask", "drop_unused_stages", "dw_test_images", "effective_crop", "encoder_module_features",
-           "entity_confidence", "entity_selection_mask", "eurosat_images", "gaussian_smooth", "label_confidence",
-           "label_selection_mask", "miou_columns", "model_meta", "noisy_label_dataset", "paper_row",
-           "pca_subset", "pretraining_summary", "random_s2_encoder", "Relabelled",
-           "results_table", "s1_unit_range", "s2_band_index", "scene_selection_masks", "segmentation_predict",
-           "selection_masks_of", "selection_schedule", "single_modal_config", "spatial_temporal_smoothing",
-           "split_summary", "task_setup", "TaskSetup", "tile_size", "Transfer", "transfer_augment", "transfer_seeds",
-           "transfer_to_segmentation", "variance_curves", "weight_drift", "weighted_consistency_loss",
-           "weighted_segmentation_loss", "weights_name"]
+__all__ = ["CHAPTER", "CromSS", "CromSSConfig", "CrossEntropyDice", "DEVIATIONS", "DFC2020_EVAL_IDS",
+           "DFC2020_PAPER_CLASSES", "DFC2020_TO_PAPER", "DownstreamTask", "ENCODER_SETTINGS", "FUSIONS", "INPUTS",
+           "KEYMAPS", "METRICS", "NUM_CLASSES", "PAPER", "PAPER_DFC2020", "PAPER_DW", "PAPER_OSM", "PROFILES",
+           "RELEASED", "Relabelled", "S2_9BAND_INDEX", "TASKS", "TRANSFER_TASKS", "TaskSetup", "Transfer",
+           "batchnorm_statistics_kl", "build_module", "build_pretraining", "build_segmentation_model", "create_unet",
+           "cross_modal_enhance", "downstream_datasets", "downstream_evaluation", "drop_unused_stages",
+           "dw_test_images", "effective_crop", "encoder_module_features", "entity_confidence", "entity_selection_mask",
+           "eurosat_images", "gaussian_smooth", "label_confidence", "label_selection_mask", "load_released",
+           "miou_columns", "model_meta", "noisy_label_dataset", "paper_row", "pca_subset", "pretraining_summary",
+           "random_s2_encoder", "results_table", "s1_unit_range", "s2_band_index", "scene_selection_masks",
+           "segmentation_predict", "selection_masks_of", "selection_schedule", "single_modal_config",
+           "spatial_temporal_smoothing", "split_summary", "task_setup", "tile_size", "transfer_augment",
+           "transfer_seeds", "transfer_to_segmentation", "variance_curves", "weight_drift",
+           "weighted_consistency_loss", "weighted_segmentation_loss", "weights_name"]

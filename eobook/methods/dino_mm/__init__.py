@@ -23,6 +23,7 @@ from .evaluation import (N_CLASSES, PAPER_TABLE2, TRAIN_CROP_SCALE, FrozenProbe,
 from .model import (IN_CHANS, S1_CHANNELS, S2_CHANNELS, SENSOR_MODES, DINOHead, DINOLoss, DINOMM, DINONetwork,
                     MultiCropAugmentation, RandomSensorDrop, build_backbone, model_meta, select_sensors, sensor_mask,
                     stack_sensors)
+from .weights import KEYMAP, RELEASED, load_released
 
 
 def build_pretraining(cfg: DinoMMConfig) -> Pretraining:
@@ -37,12 +38,12 @@ CHAPTER = Chapter(
     claim=(
         "DINO self-distillation with RandomSensorDrop learns one ViT for SAR, optical and SAR-optical inputs "
         "whose linear probe beats random initialisation by over 20 mAP points and nears supervised training."),
-    showcase="attention_maps")
+    showcase="attention_maps", released=RELEASED, load_released=load_released)
 
 __all__ = ["CHAPTER", "DEVIATIONS", "DINOHead", "DINOLoss", "DINOMM", "DINONetwork", "DinoMMConfig", "FrozenProbe",
-           "IN_CHANS", "MultiCropAugmentation", "N_CLASSES", "PAPER", "PAPER_TABLE2", "PROFILES", "RandomSensorDrop",
-           "S1_CHANNELS", "S2_CHANNELS", "SENSOR_MODES", "SupervisedViT", "TRAIN_CROP_SCALE", "augmented_probe",
-           "bigearthnet", "build_backbone", "build_pretraining", "cls_attention_maps", "eval_datasets", "eval_input",
-           "label_fraction_name", "linear_evaluation", "map_key", "model_meta", "probe_head", "probe_train_view",
-           "random_init_evaluation", "results_table", "select_sensors", "sensor_mask", "split_summary",
-           "stack_sensors", "supervised_evaluation"]
+           "IN_CHANS", "KEYMAP", "MultiCropAugmentation", "N_CLASSES", "PAPER", "PAPER_TABLE2", "PROFILES", "RELEASED",
+           "RandomSensorDrop", "S1_CHANNELS", "S2_CHANNELS", "SENSOR_MODES", "SupervisedViT", "TRAIN_CROP_SCALE",
+           "augmented_probe", "bigearthnet", "build_backbone", "build_pretraining", "cls_attention_maps",
+           "eval_datasets", "eval_input", "label_fraction_name", "linear_evaluation", "load_released", "map_key",
+           "model_meta", "probe_head", "probe_train_view", "random_init_evaluation", "results_table", "select_sensors",
+           "sensor_mask", "split_summary", "stack_sensors", "supervised_evaluation"]

@@ -34,6 +34,7 @@ from .model import (HUB_WEIGHTS, MODALITY_CHANNELS, Backbone, Branch, SoftCon, a
                     hub_weights_file, info_nce, label_order, label_similarity, load_foundation_weights, mixed_target,
                     mlp, model_meta, multilabels_to_json, pretraining_module, soft_contrastive_loss,
                     soft_target_cross_entropy, soft_target_entropy, softcon_loss, start_weights, write_multilabels_json)
+from .weights import KEYMAP, RELEASED, load_released
 
 
 def build_pretraining(cfg: SoftConConfig) -> Pretraining:
@@ -64,7 +65,8 @@ CHAPTER = Chapter(
     small_limits=(
         "The small world cannot show the claim: it has no foundation model to continue from, and its scenes hold "
         "most of the 9 land-cover classes each, so the soft targets are nearly uniform (the chapter gives the "
-        "evidence)."))
+        "evidence)."),
+    released=RELEASED, load_released=load_released)
 
 
 def evaluate(module: SoftCon, cfg: SoftConConfig, checkpoint_dir: str | os.PathLike | None = None,
@@ -74,14 +76,14 @@ def evaluate(module: SoftCon, cfg: SoftConConfig, checkpoint_dir: str | os.PathL
     return evaluate_runs(module, cfg, CHAPTER.pretrain, checkpoint_dir, device)
 
 
-__all__ = ["ARCHS", "B10_INDEX", "Backbone", "Branch", "CHAPTER", "DEVIATIONS", "Evaluation", "HUB_WEIGHTS",
-           "METRICS", "MODALITIES", "MODALITY_CHANNELS", "PAPER", "PAPER_RESULTS", "PROFILES", "SoftCon",
+__all__ = ["ARCHS", "B10_INDEX", "Backbone", "Branch", "CHAPTER", "DEVIATIONS", "Evaluation", "HUB_WEIGHTS", "KEYMAP",
+           "METRICS", "MODALITIES", "MODALITY_CHANNELS", "PAPER", "PAPER_RESULTS", "PROFILES", "RELEASED", "SoftCon",
            "SoftConConfig", "adapt_patch_embed", "bigearthnet_splits", "build_multilabels_from_dw",
            "build_pretraining", "create_backbone", "data_splits", "embedding_logits", "eurosat_splits", "evaluate",
            "evaluate_backbone", "evaluate_runs", "feature_fn", "fine_tune_bigearthnet", "gather_with_grad",
            "grey_scene_check", "hub_weights_file", "info_nce", "init_name", "label_order", "label_similarity",
-           "lambda_ablation", "linear_probe_benchmarks", "load_foundation_weights", "mixed_target", "mlp",
-           "model_input", "model_meta", "multilabels_to_json", "paper_table", "pretraining_labels",
+           "lambda_ablation", "linear_probe_benchmarks", "load_foundation_weights", "load_released", "mixed_target",
+           "mlp", "model_input", "model_meta", "multilabels_to_json", "paper_table", "pretraining_labels",
            "pretraining_module", "random_init_evaluation", "run_name", "soft_contrastive_loss",
            "soft_target_cross_entropy", "soft_target_entropy", "softcon_loss", "ssl4eo_ml", "start_weights",
            "write_multilabels_json"]
