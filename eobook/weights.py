@@ -98,6 +98,17 @@ def released_name(init: str) -> str | None:
     return init[len(AUTHORS_PREFIX):] if init.startswith(AUTHORS_PREFIX) else None
 
 
+def source_label(init: str) -> str:
+    """What produced the evaluated encoder, as the results tables label it: "this run" (the chapter's own
+    pretraining) or "authors' weights, this book's protocol"."""
+    return "this run" if init == "pretrain" else "authors' weights, this book's protocol"
+
+
+def encoder_name(method: str, init: str) -> str:
+    """``method`` ("DINO-MM"), or ``"DINO-MM, authors' weights (<name>)"`` for a released file."""
+    return method if init == "pretrain" else f"{method}, authors' weights ({released_name(init)})"
+
+
 # --------------------------------------------------------------------------------------------------
 # Where the files live, and their download
 # --------------------------------------------------------------------------------------------------

@@ -91,16 +91,23 @@ def unet_decoder_layout(decoder_channels=(256, 128, 64, 32, 16), classes: int = 
 
 
 def tensors(shapes: Shapes, seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Random tensors of ``shapes`` (batch-norm variances positive, counters integer), names prefixed."""
+    """Random tensors of ``shapes``, names prefixed, scaled like trained weights so that activations keep their
+    size through 50 layers: He-scaled kernels, norm gains near 1, positive batch-norm variances, integer counters."""
     g = torch.Generator().manual_seed(seed)
     out = collections.OrderedDict()
     for name, shape in shapes.items():
         if name.endswith("num_batches_tracked"):
-            out[prefix + name] = torch.tensor(100)
+            value = torch.tensor(100)
         elif name.endswith("running_var"):
-            out[prefix + name] = torch.rand(shape, generator=g) + 0.5
+            value = torch.rand(shape, generator=g) + 0.5
+        elif name.endswith((".weight", ".gamma")) and len(shape) == 1:  # LayerNorm / BatchNorm gain, LayerScale
+            value = 1 + 0.1 * torch.randn(shape, generator=g)
+        elif name.endswith("weight") and len(shape) >= 2:
+            fan_in = torch.Size(shape[1:]).numel()
+            value = torch.randn(shape, generator=g) * (2 / fan_in) ** 0.5
         else:
-            out[prefix + name] = torch.randn(shape, generator=g) * 0.02
+            value = torch.randn(shape, generator=g) * 0.02
+        out[prefix + name] = value
     return out
 
 

@@ -13,19 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from eobook.chapters import chapter_names
+from authors_checkpoints import write_checkpoint
+from eobook.chapters import CHAPTERS, chapter_names, get_chapter
 from eobook.data import ensure_sample_world, real_data_root
 
 REAL = real_data_root()
 
 
-def smoke(chapter: str, out: Path, data_root: Path | None = None) -> dict:
+def smoke(chapter: str, out: Path, data_root: Path | None = None, params: tuple[str, ...] = (),
+          env: dict[str, str] | None = None) -> dict:
     """Run the chapter's full-profile smoke through the CLI; return its metrics.json (after checking the run)."""
     cmd = [sys.executable, "-m", "eobook", "run", chapter, "--profile", "full", "--smoke", "--out", str(out)]
     if data_root is not None:
         cmd += ["-p", f"data_root={data_root}"]
+    for param in params:
+        cmd += ["-p", param]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200,
-                          env=os.environ | {"HF_HUB_OFFLINE": "1", "EOBOOK_PROGRESS": "0"})
+                          env=os.environ | {"HF_HUB_OFFLINE": "1", "EOBOOK_PROGRESS": "0"} | (env or {}))
     folder = out / chapter
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -43,6 +47,22 @@ def smoke(chapter: str, out: Path, data_root: Path | None = None) -> dict:
 @pytest.mark.parametrize("chapter", chapter_names())
 def test_full_smoke_on_the_sample_world(chapter, tmp_path):
     smoke(chapter, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dino-mm-vits8-s1s2", "softcon-vits14-ms", "cromss-13b-midf"])
+def test_full_smoke_evaluates_the_authors_weights(name, tmp_path):
+    """``-p init=authors:<name>``: the chapter's evaluation on a released file (here a synthetic one of the
+    authors' layout) instead of its pretraining; the results table labels what it evaluated."""
+    entry = next(e for ch in CHAPTERS.values() for e in ch.released if e.name == name)
+    write_checkpoint(entry, tmp_path / "weights")
+    metrics = smoke(entry.chapter, tmp_path / "runs", params=(f"init={entry.init}",),
+                    env={"EOBOOK_WEIGHTS_DIR": str(tmp_path / "weights")})
+    folder = tmp_path / "runs" / entry.chapter
+    assert json.loads((folder / "provenance.json").read_text())["parameters"]["init"] == entry.init
+    assert not {"pretrain_steps", "pretrain_loss", "pretrain_final_loss"} & set(metrics)  # nothing was trained
+    executed = (folder / get_chapter(entry.chapter).notebook).read_text()
+    assert "0 missing, 0 unexpected" in executed and "authors' weights, this book's protocol" in executed
 
 
 def real_bigearthnet(root: Path) -> Path:

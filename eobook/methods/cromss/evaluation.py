@@ -21,6 +21,7 @@ from ...data.bands import DFC_CLASSES, DW_CLASSES, IGNORE_INDEX, OSM_CLASSES
 from ...evaluate import Task, fine_tune, seeded
 from ...rng import as_random
 from ...train import TrainResult, stage_dir
+from ...weights import source_label
 from .config import TRANSFER_TASKS, CromSSConfig
 from .model import CromSS, build_module, drop_unused_stages, s1_unit_range, s2_band_index, selection_masks_of
 
@@ -510,16 +511,18 @@ def paper_row(inputs: str, weights: str, encoder: str, s2_bands: int = 13,
 
 def results_table(rows: list[dict[str, object]], cfg: CromSSConfig, task: str = "dfc2020"):
     """The task's table (II, III or IV; Table V for the ablations) beside this run: one row per (inputs,
-    weights, encoder), "<metric> paper" beside "<metric> this run"."""
+    weights, encoder), "<metric> paper" beside "<metric> this run" (or "... authors' weights, this book's
+    protocol" where the run evaluates a released file: :func:`eobook.weights.source_label`)."""
     import pandas as pd
 
+    this_run = source_label(cfg.init)
     table = []
     for row in rows:
         ref = paper_row(str(row["inputs"]), str(row["weights"]), str(row["encoder"]), cfg.s2_bands, task)
         entry = {"inputs": row["inputs"], "weights": row["weights"], "encoder": row["encoder"]}
         for metric, value in zip(METRICS, ref):
             entry[f"{metric} paper"] = value
-            entry[f"{metric} this run"] = round(float(row[metric]), 2)
+            entry[f"{metric} {this_run}"] = round(float(row[metric]), 2)
         table.append(entry)
     return pd.DataFrame(table)
 

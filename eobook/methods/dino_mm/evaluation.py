@@ -236,8 +236,9 @@ def supervised_evaluation(train_set: Dataset, test_set: Dataset, cfg: DinoMMConf
     return results
 
 
-def results_table(run_rows: dict[str, dict[Cell, float]], paper: dict = PAPER_TABLE2):
-    """Table 2 layout: rows = methods, columns = (label fraction, input, paper | this run)."""
+def results_table(run_rows: dict[str, dict[Cell, float]], this_run: str = "this run", paper: dict = PAPER_TABLE2):
+    """Table 2 layout: rows = methods, columns = (label fraction, input, paper | ``this_run``), where
+    ``this_run`` says what produced the DINO-MM row (:func:`eobook.weights.source_label`)."""
     import pandas as pd
 
     columns = [(f, s) for f in ("100%", "1%") for s in ("S1", "S2", "S1+S2")]
@@ -245,7 +246,7 @@ def results_table(run_rows: dict[str, dict[Cell, float]], paper: dict = PAPER_TA
     for method in paper:
         ours = run_rows.get(method, {})
         rows[method] = {(f, s, src): (paper[method][(f, s)] if src == "paper" else ours.get((f, s)))
-                        for f, s in columns for src in ("paper", "this run")}
+                        for f, s in columns for src in ("paper", this_run)}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["labels", "input", "source"])
     return table

@@ -19,6 +19,7 @@ from ...data import (BEN19_CLASSES, DW_CLASSES, EUROSAT_CLASSES, SMOKE_SAMPLES, 
 from ...evaluate import (Task, compare_to_baseline, extract_features, fine_tune, label_fraction_subset, linear_probe,
                          random_init_baseline, score_ranges, seeded, subset, verdict_record)
 from ...train import TrainResult, stage_dir
+from ...weights import encoder_name, source_label
 from .config import SoftConConfig
 from .model import Backbone, SoftCon, create_backbone
 
@@ -269,7 +270,7 @@ def evaluate_runs(module: SoftCon, cfg: SoftConConfig, pretrain: Pretrain,
     checkpoints under ``checkpoint_dir`` (``random/``, ``softcon/``, ``lambda<lambda>/``)."""
     baseline = init_name(cfg)
     init_mean, init_per_seed = random_init_evaluation(cfg, device, stage_dir(checkpoint_dir, "random"))
-    method = f"SoftCon, lambda={cfg.lam:g}"
+    method = encoder_name("SoftCon", cfg.init) if cfg.init != "pretrain" else f"SoftCon, lambda={cfg.lam:g}"
     scores = {baseline: init_mean, method: evaluate_backbone(module.encoder, cfg, device,
                                                              stage_dir(checkpoint_dir, "softcon"))}
     for lam, result in lambda_ablation(cfg, pretrain, checkpoint_dir, device).items():
@@ -286,14 +287,14 @@ def paper_table(ours: dict[str, float], cfg: SoftConConfig, baseline: dict[str, 
     :func:`init_name`) goes beside them, so the paper's number, this run's and the baseline's read side by side."""
     import pandas as pd
 
-    init = init_name(cfg)
+    init, this_run = init_name(cfg), source_label(cfg.init)
 
     def row(backbone: str, modality: str, ben: float | None, euro: float | None, mine: bool) -> dict[str, Any]:
         cells = {"backbone": backbone, "input": "MS 13 bands" if modality == "s2c" else "SAR VV/VH"}
         for key, name, paper_name, paper in (("ben_mAP", "BigEarthNet mAP", "BigEarthNet-10% mAP", ben),
                                              ("eurosat_OA", "EuroSAT OA", "EuroSAT OA", euro)):
             cells[f"{paper_name} (paper)"] = paper
-            cells[f"{name} (this run)"] = ours.get(key) if mine else None
+            cells[f"{name} ({this_run})"] = ours.get(key) if mine else None
             if baseline is not None:
                 cells[f"{name} ({init})"] = baseline.get(key) if mine else None
         return cells
