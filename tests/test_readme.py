@@ -1,16 +1,17 @@
-"""The commands the README and the Reproducibility page show are real: every `python -m eobook ...` and
+"""The commands the README, the Reproducibility page and the chapters' text show are real: every `python -m eobook ...` and
 `torchrun ... -m eobook ...` line of their code blocks parses with the CLI's own parser (torchrun's with
 torchrun's), names real chapters, profiles, datasets and benchmarks, and overrides (`-p key=value`) real fields
 with valid values."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 
-from eobook.__main__ import build_parser, parse_assignments
+from eobook.__main__ import build_parser, parse_assignments, released_weights
 from eobook.chapters import chapter_names, get_profile
 from eobook.config import PROFILE_NAMES
 from eobook.data.download import registry
@@ -20,11 +21,19 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", REPO / "book" / "reproducibility.md"]
 
 
+def doc_text(doc: Path) -> str:
+    """A markdown file's text, or a notebook's markdown cells one after another."""
+    if doc.suffix != ".ipynb":
+        return doc.read_text()
+    cells = json.loads(doc.read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
 def commands(doc: Path) -> list[tuple[int, str]]:
     """(line number, command) for each eobook command of the fenced code blocks of ``doc``: continuation lines
     joined, comments dropped, ``a && b`` split."""
     found, block, pending, start = [], False, "", 0
-    for number, line in enumerate(doc.read_text().splitlines(), 1):
+    for number, line in enumerate(doc_text(doc).splitlines(), 1):
         if line.lstrip().startswith("```"):
             block = not block
             continue
@@ -43,7 +52,8 @@ def commands(doc: Path) -> list[tuple[int, str]]:
     return found
 
 
-ALL = [(doc, number, command) for doc in DOCS for number, command in commands(doc)]
+CHAPTER_DOCS = sorted((REPO / "notebooks").glob("*.ipynb"))
+ALL = [(doc, number, command) for doc in DOCS + CHAPTER_DOCS for number, command in commands(doc)]
 
 
 def test_the_docs_show_commands():
@@ -92,6 +102,8 @@ def test_a_documented_command_is_real(doc, number, command):
             assert args.root is None or args.root.name == args.dataset, f"{where}: --root is the dataset's folder"
     elif args.command == "bench":
         assert (REPO / "benchmarks" / f"bench_{args.name}.py").is_file(), where
+    elif args.command == "weights" and args.weights_command == "download":
+        assert set(args.names) <= set(released_weights()), where
 
 
 def test_data_roots_hold_the_datasets_by_name():
