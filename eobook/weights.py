@@ -127,13 +127,23 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the redirect's own headers are wanted, not those of the storage it points to
+
+
 def published_sha256(url: str, timeout: float = 60) -> str | None:
     """The SHA-256 the server publishes for ``url`` without sending the file: Hugging Face answers a HEAD
-    request with ``X-Linked-Etag`` (the hash of a Git LFS file); a plain ``ETag`` of 64 hex digits counts too."""
+    request on ``resolve/`` with a redirect to its storage carrying ``X-Linked-Etag`` (the hash of the Git LFS
+    file), so the redirect is not followed; a plain ``ETag`` of 64 hex digits counts too."""
     request = urllib.request.Request(url, method="HEAD")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
             headers = response.headers
+    except urllib.error.HTTPError as err:
+        if not 300 <= err.code < 400:
+            raise WeightsError(f"{url}: HTTP {err.code} {err.reason}") from None
+        headers = err.headers
     except (urllib.error.URLError, OSError) as err:
         raise WeightsError(f"{url}: cannot reach the server ({err})") from None
     for name in ("X-Linked-Etag", "ETag"):

@@ -258,19 +258,29 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """As the Hugging Face hub: ``/resolve/...`` redirects to the storage with the file's hash in
+    ``X-Linked-Etag``; the storage (``/cdn/...``) sends the bytes with an ETag of its own."""
+
     def _headers(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.server.payload)))
-        if self.server.etag:
-            self.send_header("X-Linked-Etag", f'"{self.server.etag}"')
+        if self.path.startswith("/resolve/"):
+            self.send_response(302)
+            self.send_header("Location", self.path.replace("/resolve/", "/cdn/"))
+            if self.server.etag:
+                self.send_header("X-Linked-Etag", f'"{self.server.etag}"')
+            self.send_header("Content-Length", "0")
+        else:
+            self.send_response(200)
+            self.send_header("ETag", '"storage-etag-1"')
+            self.send_header("Content-Length", str(len(self.server.payload)))
         self.end_headers()
+        return self.path.startswith("/cdn/")
 
     def do_HEAD(self):
         self._headers()
 
     def do_GET(self):
-        self._headers()
-        self.wfile.write(self.server.payload)
+        if self._headers():
+            self.wfile.write(self.server.payload)
 
     def log_message(self, *args):
         pass
@@ -285,7 +295,7 @@ def server():
 
 
 def _entry_at(server, sha256: str = "") -> W.Released:
-    return dataclasses.replace(dm.RELEASED[0], url=f"http://127.0.0.1:{server.server_port}/w.pth", sha256=sha256)
+    return dataclasses.replace(dm.RELEASED[0], url=f"http://127.0.0.1:{server.server_port}/resolve/main/w.pth", sha256=sha256)
 
 
 def test_download_is_verified_against_the_servers_published_hash(server, tmp_path, monkeypatch):
