@@ -78,7 +78,7 @@ class ChapterConfig(TrainConfig):
         check_choice(self, "lr_schedule", ("cosine", "constant", "plateau"))
         check_choice(self, "amp", ("auto", "off", "bf16", "fp16"))
         check_choice(self, "world_size", ("tiny", "small"))
-        if self.init != "pretrain" and not (self.init.startswith(AUTHORS_PREFIX) and len(self.init) > len(AUTHORS_PREFIX)):
+        if self.init != "pretrain" and not released_name(self.init):
             raise ConfigError(f"init: expected 'pretrain' or '{AUTHORS_PREFIX}<name>' (python -m eobook weights list), "
                               f"got {self.init!r}")
         if self.warmup_epochs > self.epochs:

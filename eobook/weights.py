@@ -85,7 +85,8 @@ class Released:
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         unknown = [t for t in self.metadata_types if t not in METADATA_STANDINS]
         if unknown:
-            raise ValueError(f"{self.name}: metadata_types {unknown} have no stand-in; known: {sorted(METADATA_STANDINS)}")
+            raise ValueError(f"{self.name}: metadata_types {unknown} have no stand-in; "
+                             f"known: {sorted(METADATA_STANDINS)}")
 
     @property
     def init(self) -> str:
@@ -274,7 +275,8 @@ class KeyMap:
     skip: tuple[tuple[str, str], ...] = ()
     rename: tuple[tuple[str, str], ...] = ()
 
-    def apply(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], list[str]]:
+    def apply(self, tensors: dict[str, torch.Tensor]
+              ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], list[str]]:
         """``(renamed tensors, {reason: skipped keys}, keys no rule matched)``."""
         mapped: dict[str, torch.Tensor] = {}
         skipped: dict[str, list[str]] = {}

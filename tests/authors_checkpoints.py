@@ -156,7 +156,7 @@ def _lightning_attribute_dict() -> type:
 
 
 def cromss_checkpoint(path: Path, fusion: str, s2_bands: int, seed: int = 0) -> dict:
-    """A PyTorch Lightning checkpoint of ``Unet_mm`` (``self.net`` = ``Unet_midF_2branch`` or ``Unet_lateF_2branch``)."""
+    """A PyTorch Lightning checkpoint of ``Unet_mm``: ``self.net`` is ``Unet_midF_2branch`` or ``Unet_lateF_2branch``."""
     decoder = unet_decoder_layout()
     if fusion == "middle":
         net = {**tensors(resnet50_layout(2), seed, "net.encoder1."),

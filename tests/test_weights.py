@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import timm
@@ -128,7 +127,8 @@ def test_the_registry_lists_the_three_papers_releases_with_their_numbers():
 
 def test_init_sets_the_fields_the_weights_need_and_refuses_contradictions():
     cfg = get_profile("softcon", "full", init="authors:softcon-rn50-sar")
-    assert (cfg.arch, cfg.modality, cfg.mask_ratio, cfg.weights, cfg.ablation_lambdas) == ("resnet50", "s1", 0.0, "", ())
+    assert (cfg.arch, cfg.modality, cfg.mask_ratio, cfg.weights, cfg.ablation_lambdas) == \
+        ("resnet50", "s1", 0.0, "", ())
     assert get_profile("dino_mm", "tiny", init="authors:dino-mm-vits8-s1s2").embed_dim == 384
     with pytest.raises(ConfigError, match=r"contradicts s2_bands=13 \(the weights need 9\)"):
         get_profile("cromss", "full", init="authors:cromss-9b-midf", s2_bands=13)
@@ -149,7 +149,8 @@ def test_dino_mm_checkpoint_loads_whole_and_its_teacher_encodes_as_by_hand(tmp_p
     cfg = get_profile("dino_mm", "full", init=entry.init)
     module = dm.DINOMM(cfg)
     report = dm.load_released(module, entry, W.read_checkpoint(tmp_path / entry.file, entry.metadata_types))
-    assert report.loaded == len(module.state_dict()) and list(report.skipped) == ["optimiser state, not needed to evaluate"]
+    assert report.loaded == len(module.state_dict())
+    assert list(report.skipped) == ["optimiser state, not needed to evaluate"]
     assert set(report.adapted) == {"teacher.backbone.pos_embed", "student.backbone.pos_embed"}
 
     by_hand = dm.build_backbone(cfg)
@@ -216,7 +217,7 @@ def test_cromss_checkpoint_loads_both_unets_and_encoders_as_by_hand(entry, tmp_p
         with torch.no_grad():
             ours, theirs = module.encoder(modality).eval()(x[modality]), by_hand.eval()(x[modality])
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
-    decoder = "net.decoder.blocks.0.conv1.0.weight" if fusion == "middle" else "net.model1.decoder.blocks.0.conv1.0.weight"
+    decoder = ("net.decoder" if fusion == "middle" else "net.model1.decoder") + ".blocks.0.conv1.0.weight"
     assert torch.equal(module.unets["s1"].decoder.blocks[0].conv1[0].weight, state[decoder])
     assert (module.unets["s1"].decoder is module.unets["s2"].decoder) == (fusion == "middle")
 
@@ -295,7 +296,8 @@ def server():
 
 
 def _entry_at(server, sha256: str = "") -> W.Released:
-    return dataclasses.replace(dm.RELEASED[0], url=f"http://127.0.0.1:{server.server_port}/resolve/main/w.pth", sha256=sha256)
+    url = f"http://127.0.0.1:{server.server_port}/resolve/main/w.pth"
+    return dataclasses.replace(dm.RELEASED[0], url=url, sha256=sha256)
 
 
 def test_download_is_verified_against_the_servers_published_hash(server, tmp_path, monkeypatch):
