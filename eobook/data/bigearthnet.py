@@ -104,6 +104,7 @@ class BigEarthNetMM(EODataset):
     """
 
     label_kind, classes = "multilabel", BEN19_CLASSES
+    BATCHED = True  # to_sample's normalisation broadcasts over a leading batch axis
     LAYOUT = ("BigEarthNet-v1.0/ and BigEarthNet-S1-v1.0/ patch folders with {train,val,test}.csv (v1), or "
               "BigEarthNet-S2/, BigEarthNet-S1/ and metadata.parquet (v2, reBEN)")
 
@@ -249,9 +250,12 @@ class BigEarthNetMM(EODataset):
         return raw
 
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Tensors of a raw sample, or of stacked raw samples (:meth:`to_batch`): every step is per band and pixel."""
         sample = dict(raw)
         if self.normalize:
             sample["s2"] = normalize_s2_meanstd2(raw["s2"], BEN_S2_MEAN, BEN_S2_STD)
             sample["s1"] = standardize(raw["s1"], DINO_MM_S1_MEAN, DINO_MM_S1_STD)
         return to_tensors(sample)
 
+
+    to_batch = to_sample

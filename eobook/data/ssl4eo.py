@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .bands import DW_CLASSES, IGNORE_INDEX, S1_BANDS, S2_BAND_GSD, S2_L1C_BANDS, S2_L2A_BANDS, SSL4EO_BAND_FILE
-from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, to_tensors
+from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, stack_raw, to_tensors
 from .store import open_packed
 from .transforms import (SSL4EO_S1_MEAN, SSL4EO_S1_STD, SSL4EO_S2A_MEAN, SSL4EO_S2A_STD, SSL4EO_S2C_MEAN,
                          SSL4EO_S2C_STD, normalize_s2_meanstd2, standardize)
@@ -74,6 +74,8 @@ class SSL4EOS12(EODataset):
     """
 
     LAYOUT = "s1/, s2a/, s2c/ (and dw/) folders of <7-digit location id>/<product id>/ GeoTIFF bands"
+    BATCHED = True
+    PACKED_DTYPES = {"dw": "int8"}  # Dynamic World classes -1..8 in a byte (raw_sample's int64 when read)
 
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
@@ -138,6 +140,13 @@ class SSL4EOS12(EODataset):
             # one of the store's arrays
             return self.store.read(index, self._stored_keys(), seasons) | {"seasons": seasons}
         return self.raw_sample(index, seasons)
+
+    def read_raw_batch(self, indices) -> dict[str, Any]:
+        """:meth:`read_raw` of every index, stacked: from a packed store one read per chunk and season."""
+        seasons = [self._season_list(i) for i in indices]
+        if self.store is not None:
+            return self.store.read_batch(indices, self._stored_keys(), seasons) | {"seasons": seasons}
+        return stack_raw([self.raw_sample(i, s) for i, s in zip(indices, seasons)])
 
     def multilabel(self, index: int) -> np.ndarray:
         """The multi-labels [T, 9] of sample ``index`` in the seasons it reads now (``seasons``, this epoch's
@@ -217,8 +226,20 @@ class SSL4EOS12(EODataset):
         return labels, labels.any(axis=1)
 
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return self._convert(raw, batched=False)
+
+    def to_batch(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``to_sample`` of stacked raw samples (:meth:`read_raw_batch`)."""
+        return self._convert(raw, batched=True)
+
+    def _convert(self, raw: dict[str, Any], batched: bool) -> dict[str, Any]:
+        """Normalised tensors of one raw sample, or of stacked ones (``batched``: a leading batch axis)."""
         single = self.seasons != "all"
-        sample: dict[str, Any] = {"id": raw["id"], "season": raw["seasons"][0] if single else -1}
+        if batched:
+            season = np.array([s[0] if single else -1 for s in raw["seasons"]], np.int64)
+        else:
+            season = raw["seasons"][0] if single else -1
+        sample: dict[str, Any] = {"id": raw["id"], "season": season}
         s2_key = {m: ("s2" if sum(x.startswith("s2") for x in self.modalities) == 1 else m)
                   for m in ("s2a", "s2c")}
         for modality in self.modalities:
@@ -233,7 +254,8 @@ class SSL4EOS12(EODataset):
         label_keys = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())
         for key in label_keys:
                 sample[key] = raw[key]
-        if single:
-            sample = {k: (v[0] if k in ("s1", "s2", "s2a", "s2c", "dw", "multilabel", "has_multilabel") else v)
+        if single:  # drop the time axis
+            sample = {k: ((v[:, 0] if batched else v[0]) if k in ("s1", "s2", "s2a", "s2c", "dw", "multilabel",
+                                                                   "has_multilabel") else v)
                       for k, v in sample.items()}
         return to_tensors(sample)

@@ -4,30 +4,38 @@
 (:func:`eobook.data.pack.prepare` for a dataset folder); giving the store's path as ``root`` to the same
 reader class reads it back (:func:`open_packed`), so a folder and its packed copy yield identical samples.
 
-Layout (``FORMAT`` = ``eobook-packed-v2``; a zarr format 2 group that zarr and xarray open as usual)::
+Layout (``FORMAT`` = ``eobook-packed-v3``; a zarr format 2 group that zarr and xarray open as usual)::
 
     <key>/        one array per key of ``raw_sample`` (``id`` and ``seasons`` excepted), leading
-                  ``sample`` dimension, one sample per chunk; every chunk is written, also one equal
-                  to zarr's fill value (a class-0 label), so that a missing chunk means a damaged copy
+                  ``sample`` dimension, several samples per chunk (:func:`eobook.data.pack.samples_per_chunk`:
+                  as many as fit in ``CHUNK_BYTES``, a power of two up to ``MAX_SAMPLES_PER_CHUNK``); every
+                  chunk is written, also one equal to zarr's fill value (a class-0 label), so that a missing
+                  chunk means a damaged copy
     <key>/        for the keys listed in the ``seasonal`` attribute (SSL4EO-S12's s1, s2a, s2c, dw,
-                  multilabel, has_multilabel): [sample, season, ...], one (sample, season) per chunk,
+                  multilabel, has_multilabel): [sample, season, ...], chunks of (several samples, one season),
                   so that a reader asking for one season reads a quarter of the bytes
     id, split     [sample] strings: the sample's id and the split it was packed from ('' for none)
-    attributes    format, reader (class name), variables, seasonal, source, synthetic, and what the
-                  reader needs back (BigEarthNet's layout and its snow/cloud-listed patches, GEO-Bench's band
-                  statistics, ...)
+    attributes    format, reader (class name), variables, seasonal, dtypes (the ``raw_sample`` dtype of
+                  arrays stored narrower, e.g. Dynamic World's int64 classes -1..8 as int8), source,
+                  synthetic, and what the reader needs back (BigEarthNet's layout and its snow/cloud-listed
+                  patches, GEO-Bench's band statistics, ...)
 
-Chunks are compressed with Blosc LZ4 and byte shuffle (:func:`eobook.data.pack.compressor`): it decodes a 120 px BigEarthNet
-S2 sample (12 float32 bands) in 0.2 ms at 0.71 of its size; Blosc Zstd level 1 packs to 0.66 but decodes
-about 5x slower, and decoding is most of the time of a packed read.
+Chunks are compressed with Blosc LZ4 and byte shuffle (:func:`eobook.data.pack.compressor`): it decodes at
+GB/s (a 120 px BigEarthNet S2 sample, 12 float32 bands, in 0.2 ms at 0.71 of its size); Blosc Zstd level 1
+packs to 0.66 but decodes about 5x slower, and decoding is most of the time of a packed read.
 
 Reading bypasses zarr: :class:`ChunkedArray` reads a chunk's file and decodes it with the array's numcodecs
 codec. zarr-python 3 indexing costs about 1 ms per call (a round trip through its asyncio thread), more
-than the read and decompression of the chunk itself, and a sample reads 2 to 6 arrays. The format-2 chunk
-layout (``<key>/<i>.<j>...``, C order) is simple enough to read directly; :class:`ChunkedArray` refuses
-arrays laid out otherwise.
+than the read and decompression of the chunk itself. The format-2 chunk layout (``<key>/<i>.<j>...``, C
+order) is simple enough to read directly; :class:`ChunkedArray` refuses arrays laid out otherwise.
 
-Version 1 stores (the four seasons of a location in one chunk, so that one season read them all) are
+Batches are read whole (:meth:`PackedStore.read_batch`, behind the readers' ``__getitems__``): the rows of a
+batch are grouped by chunk and each chunk is read and decoded once, so that a batch drawn from a few chunks
+(the loop's chunk-aligned sampler, :class:`eobook.train.loop.ResumableBatchSampler`) costs a few reads, not
+one per sample and array. A single read keeps its array's last decoded chunk, so reading samples one by one
+in order decodes each chunk once too.
+
+Stores of earlier formats (v1: the four seasons of a location in one chunk; v2: one sample per chunk) are
 refused with a message to re-pack them.
 """
 from __future__ import annotations
@@ -41,7 +49,7 @@ import numpy as np
 
 from .base import DataError
 
-FORMAT = "eobook-packed-v2"
+FORMAT = "eobook-packed-v3"
 REPACK = "re-pack it with `python -m eobook data prepare` (after moving the old store away)"
 
 
@@ -52,7 +60,8 @@ def is_packed(path: Path) -> bool:
 class ChunkedArray:
     """One array of a packed store, read one chunk file at a time without zarr (see the module docstring).
 
-    Holds only the array's metadata, so it pickles into DataLoader workers and needs no re-opening there.
+    Holds only the array's metadata (and, once read, its last decoded chunk), so it pickles into DataLoader
+    workers and needs no re-opening there.
     """
 
     def __init__(self, folder: Path):
@@ -67,17 +76,24 @@ class ChunkedArray:
         self.dtype = np.dtype(meta["dtype"])
         self.separator = meta.get("dimension_separator", ".")
         self.codec = get_codec(meta["compressor"]) if meta.get("compressor") else None
-        # The two chunkings pack() writes: one sample per chunk, or one (sample, season) per chunk.
+        # The two chunkings pack() writes: whole samples, or one season of each sample.
         whole = self.chunks[1:] == self.shape[1:]
         per_season = len(self.shape) > 1 and self.chunks[1] == 1 and self.chunks[2:] == self.shape[2:]
         if (meta.get("zarr_format") != 2 or meta.get("order") != "C" or meta.get("filters")
-                or self.dtype.hasobject or self.chunks[0] != 1 or not (whole or per_season)):
+                or self.dtype.hasobject or not (whole or per_season)):
             raise DataError(folder, f"unexpected array layout (chunks {self.chunks} of {self.shape}); {REPACK}")
         self.per_season = per_season and not whole  # shape[1] == 1 reads the same either way
+        self.samples_per_chunk = self.chunks[0]
         self._prefix = os.path.join(folder, "")  # chunk paths as strings: pathlib joins cost 5% of a read
+        self._cached: tuple[tuple[int, ...], np.ndarray] | None = None
 
-    def _decode(self, index: tuple[int, ...], out: np.ndarray) -> None:
-        """Decode the chunk at chunk ``index`` into ``out`` (a buffer of the chunk's size)."""
+    def __getstate__(self):
+        return {**self.__dict__, "_cached": None}  # a worker starts without the parent's decoded chunk
+
+    def _decode(self, index: tuple[int, ...]) -> np.ndarray:
+        """The chunk at chunk ``index``, decoded (a whole chunk: the last one of an array is padded)."""
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
         path = self._prefix + self.separator.join(map(str, index + (0,) * (len(self.shape) - len(index))))
         try:
             with open(path, "rb") as f:
@@ -85,6 +101,7 @@ class ChunkedArray:
         except FileNotFoundError:
             # pack() writes every chunk: a missing one is a damaged or incomplete copy, not a fill value
             raise DataError(path, "missing chunk") from None
+        out = np.empty(self.chunks, self.dtype)
         try:
             if self.codec is None:
                 out.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8)
@@ -92,20 +109,41 @@ class ChunkedArray:
                 self.codec.decode(data, out=out)
         except Exception as err:  # codecs raise several types (RuntimeError, ValueError, ...) on bad bytes
             raise DataError(path, f"unreadable chunk ({err})") from None
+        self._cached = (index, out)
+        return out
+
+    def read_rows(self, rows: Sequence[int], seasons: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """Samples ``rows`` stacked ([n, ...] as written); with ``seasons`` (one list per row, all of one
+        length), only those positions of each sample's first axis. Each chunk is decoded once."""
+        rows = np.asarray(rows, np.int64)
+        k = self.samples_per_chunk
+        if self.per_season and seasons is None:
+            seasons = np.tile(np.arange(self.shape[1]), (len(rows), 1))
+        if not self.per_season:
+            out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+            for chunk in np.unique(rows // k):
+                at = np.flatnonzero(rows // k == chunk)
+                out[at] = self._decode((int(chunk),))[rows[at] - chunk * k]
+            if seasons is None:
+                return out
+            return out[np.arange(len(rows))[:, None], np.asarray(seasons, np.int64)]
+        seasons = np.asarray(seasons, np.int64)  # [n, T]
+        out = np.empty((len(rows), seasons.shape[1], *self.shape[2:]), self.dtype)
+        keys = (rows // k)[:, None] * self.shape[1] + seasons  # one (chunk, season) pair per entry
+        for key in np.unique(keys):
+            chunk, season = divmod(int(key), self.shape[1])
+            at_row, at_t = np.nonzero(keys == key)
+            out[at_row, at_t] = self._decode((chunk, season))[rows[at_row] - chunk * k, 0]
+        return out
 
     def read(self, row: int, seasons: Sequence[int] | None = None) -> np.ndarray:
-        """Sample ``row`` ([...] as written); with ``seasons``, only those positions of its first axis.
+        """Sample ``row`` ([...] as written); with ``seasons``, only those positions of its first axis."""
+        return self.read_rows([row], None if seasons is None else [list(seasons)])[0]
 
-        Per-season arrays decode only the chunks of those seasons, straight into the stacked result."""
-        if self.per_season:
-            seasons = range(self.shape[1]) if seasons is None else seasons
-            out = np.empty((len(seasons), *self.shape[2:]), self.dtype)
-            for i, season in enumerate(seasons):
-                self._decode((row, season), out[i])
-            return out
-        out = np.empty(self.shape[1:], self.dtype)
-        self._decode((row,), out)
-        return out if seasons is None else out[list(seasons)]
+    def chunk_bytes(self) -> float:
+        """Mean size on disk of this array's chunk files (compressed), in bytes."""
+        sizes = [entry.stat().st_size for entry in os.scandir(self.folder) if not entry.name.startswith(".")]
+        return float(np.mean(sizes)) if sizes else 0.0
 
 
 class PackedStore:
@@ -118,7 +156,18 @@ class PackedStore:
         self.ids = [str(x) for x in group["id"][:][self.rows]]
         self.variables = list(self.attrs["variables"])
         self.seasonal = set(self.attrs.get("seasonal", ()))
+        #: raw_sample dtypes of the arrays stored narrower (see the module docstring)
+        self.dtypes = {k: np.dtype(v) for k, v in self.attrs.get("dtypes", {}).items()}
         self.arrays = {v: ChunkedArray(path / v) for v in self.variables}
+
+    @property
+    def samples_per_chunk(self) -> int:
+        """Samples per chunk of the array with the most bytes per sample: the block a chunk-aligned sampler
+        keeps together (smaller arrays hold more samples per chunk, and are read once per batch anyway)."""
+        def sample_bytes(a: ChunkedArray) -> int:
+            return int(np.prod(a.chunks[1:])) * a.dtype.itemsize
+
+        return max(self.arrays.values(), key=sample_bytes).samples_per_chunk
 
     def keep(self, positions: Sequence[int]) -> None:
         """Restrict the split to the samples at ``positions`` (e.g. BigEarthNet without its snow/cloud patches)."""
@@ -131,16 +180,28 @@ class PackedStore:
         if missing:
             raise DataError(self.path, f"packed without {missing}; it holds {self.variables}")
 
+    def read_batch(self, indices: Sequence[int], keys: Iterable[str] | None = None,
+                   seasons: Sequence[Sequence[int]] | None = None, native: bool = False) -> dict[str, Any]:
+        """The raw samples ``indices`` of the split, stacked: arrays ``keys`` (default: all) [n, ...], and of
+        the ``seasonal`` ones only ``seasons`` (one list per index; default: all); ``id``: the n ids. Arrays
+        stored narrower come back in their ``raw_sample`` dtype, or as stored with ``native``."""
+        rows = self.rows[np.asarray(indices, np.int64)]
+        out: dict[str, Any] = {}
+        for key in self.variables if keys is None else keys:
+            value = self.arrays[key].read_rows(rows, seasons if key in self.seasonal else None)
+            out[key] = value if native or key not in self.dtypes else value.astype(self.dtypes[key])
+        out["id"] = [self.ids[i] for i in indices]
+        return out
+
     def read(self, index: int, keys: Iterable[str] | None = None,
              seasons: Sequence[int] | None = None) -> dict[str, Any]:
         """The raw sample ``index`` of the split: arrays ``keys`` (default: all), and of the ``seasonal``
         ones only ``seasons`` (default: all); nothing else is read from disk."""
-        row = int(self.rows[index])
+        batch = self.read_batch([index], keys, None if seasons is None else [list(seasons)])
         out = {}
-        for key in self.variables if keys is None else keys:
-            value = self.arrays[key].read(row, seasons if key in self.seasonal else None)
-            out[key] = value.item() if value.dtype.kind in "US" and value.ndim == 0 else value
-        out["id"] = self.ids[index]
+        for key, value in batch.items():
+            value = value[0]
+            out[key] = value.item() if isinstance(value, np.generic) and value.dtype.kind in "US" else value
         return out
 
 
