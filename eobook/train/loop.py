@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.base import BatchCollate
 from ..runtime import DistInfo, amp_dtype, autocast, choose_device, init_distributed, seed_everything
 from .checkpoint import (MetricsLog, load_checkpoint, newest_checkpoint, remove_stale_temp_files, rng_state,
                          save_checkpoint, set_rng_state)
@@ -171,10 +172,17 @@ class ResumableBatchSampler(Sampler[list[int]]):
     processes see together exactly the batch one process would see. ``start_batch`` skips the batches an
     interrupted run already trained on. An incomplete last batch is dropped (``drop_last``, pretraining) or
     kept (probes on a few hundred samples, where it is a good part of the data).
+
+    With ``block`` > 1 (a packed store's samples per chunk, :func:`samples_per_block`) the permutation is
+    chunk-aligned: the blocks of ``block`` consecutive indices are shuffled, and the indices are shuffled
+    within windows of ``window_batches`` batches' worth of whole blocks. A batch then draws from about
+    ``window_batches * batch_size / block`` chunks, each decoded once per batch that uses it (about
+    ``window_batches`` times an epoch), instead of one chunk per sample. ``block=1`` is the full permutation.
     """
 
     def __init__(self, dataset_len: int, batch_size: int, seed: int, dist: DistInfo = DistInfo(),
-                 shuffle: bool = True, max_batches: int = 0, drop_last: bool = True):
+                 shuffle: bool = True, max_batches: int = 0, drop_last: bool = True, block: int = 1,
+                 window_batches: int = 2):
         if batch_size % dist.world_size:
             raise ValueError(f"batch_size: {batch_size} is not divisible by the world size {dist.world_size}")
         if drop_last and dataset_len < batch_size:
@@ -184,8 +192,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
         if not drop_last and 0 < dataset_len % batch_size < dist.world_size:
             raise ValueError(f"batch_size: the last batch of {dataset_len % batch_size} samples cannot be split over "
                              f"{dist.world_size} ranks; drop it or change the batch size")
+        if block < 1 or window_batches < 1:
+            raise ValueError(f"block, window_batches: expected >= 1, got {block}, {window_batches}")
         self.dataset_len, self.batch_size, self.seed, self.dist = dataset_len, batch_size, seed, dist
         self.shuffle, self.max_batches, self.drop_last = shuffle, max_batches, drop_last
+        self.block, self.window_batches = block, window_batches
         self.epoch, self.start_batch = 0, 0
 
     def __len__(self) -> int:
@@ -195,16 +206,46 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
+    def order(self) -> list[int]:
+        """This epoch's order of all indices (a pure function of seed, epoch and the settings)."""
+        if not self.shuffle:
+            return list(range(self.dataset_len))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.block == 1:
+            return torch.randperm(self.dataset_len, generator=g).tolist()
+        blocks = torch.arange(self.dataset_len).split(self.block)
+        shuffled = [blocks[b] for b in torch.randperm(len(blocks), generator=g).tolist()]
+        per_window = max(1, -(-self.window_batches * self.batch_size // self.block))
+        order = []
+        for first in range(0, len(shuffled), per_window):
+            window = torch.cat(shuffled[first:first + per_window])
+            order += window[torch.randperm(len(window), generator=g)].tolist()
+        return order
+
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.dataset_len, generator=g).tolist()
-        else:
-            order = list(range(self.dataset_len))
+        order = self.order()
         for b in range(self.start_batch, len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             local = -(-len(batch) // self.dist.world_size)
             yield batch[self.dist.rank * local:(self.dist.rank + 1) * local]
+
+
+def samples_per_block(dataset: Any) -> int:
+    """Samples per chunk of the packed store under ``dataset``, the block a chunk-aligned sampler keeps
+    together; 1 (a full shuffle) unless every layer down to the reader reads whole batches (``__getitems__``:
+    a ``Subset`` of consecutive indices, wrappers that keep the reader as ``.dataset`` or ``.base``). One
+    sample at a time, a chunk-aligned order would decode a whole chunk per sample."""
+    from torch.utils.data import Subset
+
+    while hasattr(dataset, "__getitems__"):
+        if isinstance(dataset, Subset) and list(dataset.indices) != list(range(len(dataset.indices))):
+            return 1
+        inner = getattr(dataset, "dataset", getattr(dataset, "base", None))
+        if not isinstance(inner, Dataset):
+            store = getattr(dataset, "store", None)
+            return store.samples_per_chunk if store is not None and getattr(dataset, "BATCHED", False) else 1
+        dataset = inner
+    return 1
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -223,7 +264,8 @@ def make_loader(dataset: Dataset, sampler: ResumableBatchSampler, num_workers: i
     """The loader of :func:`fit`: ``sampler``'s batches, at most one worker process per available core (a
     profile's worker count is sized for a GPU node; more workers than cores only compete)."""
     num_workers = min(num_workers, available_cpus())
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
+    # BatchCollate: a reader's batch read and collated at once (its __getitems__) is used as it is
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=BatchCollate(collate_fn),
                       worker_init_fn=_seed_worker, pin_memory=bool(device and device.type == "cuda"),
                       persistent_workers=False)
 
@@ -287,7 +329,7 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     epochs, batch_size, max_steps = _length(cfg, len(dataset), dist)
     micro_batches = cfg.grad_accum
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_steps * micro_batches,
-                                    drop_last=drop_last)
+                                    drop_last=drop_last, block=samples_per_block(dataset))
     loader = make_loader(dataset, sampler, cfg.num_workers, collate_fn, device)
     steps_per_epoch = len(sampler) // micro_batches
     if steps_per_epoch == 0:
