@@ -92,8 +92,14 @@ class ChunkedArray:
 
     def _decode(self, index: tuple[int, ...]) -> np.ndarray:
         """The chunk at chunk ``index``, decoded (a whole chunk: the last one of an array is padded)."""
-        if self._cached is not None and self._cached[0] == index:
-            return self._cached[1]
+        if self._cached is None or self._cached[0] != index:
+            out = np.empty(self.chunks, self.dtype)
+            self._decode_into(index, out)
+            self._cached = (index, out)
+        return self._cached[1]
+
+    def _decode_into(self, index: tuple[int, ...], out: np.ndarray) -> None:
+        """Decode the chunk at chunk ``index`` into ``out`` (contiguous, of the chunk's size)."""
         path = self._prefix + self.separator.join(map(str, index + (0,) * (len(self.shape) - len(index))))
         try:
             with open(path, "rb") as f:
@@ -101,7 +107,6 @@ class ChunkedArray:
         except FileNotFoundError:
             # pack() writes every chunk: a missing one is a damaged or incomplete copy, not a fill value
             raise DataError(path, "missing chunk") from None
-        out = np.empty(self.chunks, self.dtype)
         try:
             if self.codec is None:
                 out.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8)
@@ -109,8 +114,6 @@ class ChunkedArray:
                 self.codec.decode(data, out=out)
         except Exception as err:  # codecs raise several types (RuntimeError, ValueError, ...) on bad bytes
             raise DataError(path, f"unreadable chunk ({err})") from None
-        self._cached = (index, out)
-        return out
 
     def read_rows(self, rows: Sequence[int], seasons: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         """Samples ``rows`` stacked ([n, ...] as written); with ``seasons`` (one list per row, all of one
@@ -123,7 +126,10 @@ class ChunkedArray:
             out = np.empty((len(rows), *self.shape[1:]), self.dtype)
             for chunk in np.unique(rows // k):
                 at = np.flatnonzero(rows // k == chunk)
-                out[at] = self._decode((int(chunk),))[rows[at] - chunk * k]
+                if k == 1 and len(at) == 1:  # a chunk of one sample: decoded straight into the batch
+                    self._decode_into((int(chunk),), out[at[0]])
+                else:
+                    out[at] = self._decode((int(chunk),))[rows[at] - chunk * k]
             if seasons is None:
                 return out
             return out[np.arange(len(rows))[:, None], np.asarray(seasons, np.int64)]
@@ -133,7 +139,10 @@ class ChunkedArray:
         for key in np.unique(keys):
             chunk, season = divmod(int(key), self.shape[1])
             at_row, at_t = np.nonzero(keys == key)
-            out[at_row, at_t] = self._decode((chunk, season))[rows[at_row] - chunk * k, 0]
+            if k == 1 and len(at_row) == 1:
+                self._decode_into((chunk, season), out[at_row[0], at_t[0]])
+            else:
+                out[at_row, at_t] = self._decode((chunk, season))[rows[at_row] - chunk * k, 0]
         return out
 
     def read(self, row: int, seasons: Sequence[int] | None = None) -> np.ndarray:
