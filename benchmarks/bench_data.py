@@ -46,7 +46,7 @@ from eobook.data.base import BatchCollate
 from eobook.data.pack import pack, prepare
 from eobook.data.store import open_packed
 from eobook.data.world import SIZES
-from eobook.train.loop import ResumableBatchSampler, samples_per_block
+from eobook.train.loop import ResumableBatchSampler, native_batches, samples_per_block
 
 # benchmarks/ is a folder of scripts, not a package: make the sibling script importable to reuse its helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,7 +107,8 @@ def timed_batches(dataset, samples: int, batch: int, seed: int = 0) -> list[list
 
 
 def read_batch(dataset, collate, indices: list[int]):
-    """One batch as a DataLoader worker makes it (``__getitems__`` where the dataset has it)."""
+    """One batch as a DataLoader worker makes it (``__getitems__`` where the dataset has it; native, not
+    normalised, where ``fit`` normalises on the device)."""
     data = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
     return collate(data)
 
@@ -119,8 +120,9 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> tup
     # per-sample resize) were 15x slower here, paying thread start-up on cores other jobs keep busy.
     torch.set_num_threads(1)
     collate = BatchCollate(collate)
+    batches = timed_batches(dataset, samples, batch)
+    dataset, _ = native_batches(dataset)  # as fit's loader reads it
     try:
-        batches = timed_batches(dataset, samples, batch)
         read_batch(dataset, collate, batches[0])  # opens files / zarr groups once, as a worker does first
         start, delivered = time.perf_counter(), 0
         for indices in batches:

@@ -131,17 +131,26 @@ class EODataset(Dataset):
     #: at once (:meth:`__getitems__`); else one sample at a time, as ``__getitem__`` does.
     BATCHED = False
 
+    #: Set (by :class:`eobook.train.loop.NativeBatches`, while it reads a batch): ``to_batch`` of a packed
+    #: store returns the arrays as stored, not normalised, for :meth:`device_normalization` on the device.
+    native = False
+
     def read_raw_batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """The raw samples ``indices`` stacked along a new first axis (``id`` a list): from a packed store one
         read and one decompression per chunk (:meth:`~eobook.data.store.PackedStore.read_batch`), from the
         native files one sample after the other."""
         if self.store is not None:
-            return self.store.read_batch(indices)
+            return self.store.read_batch(indices, native=self.native)
         return stack_raw([self.raw_sample(i) for i in indices])
 
     def to_batch(self, raw: dict[str, Any]) -> dict[str, Any]:
         """``to_sample`` of stacked raw samples: the batch ``default_collate`` makes of their samples."""
         raise NotImplementedError
+
+    def device_normalization(self):
+        """What turns a ``native`` batch into the normalised one on its device
+        (:class:`~eobook.data.transforms.DeviceNormalization`); None: the reader has no native batches."""
+        return None
 
     def __getitems__(self, indices: Sequence[int]) -> SequenceABC:
         """The samples ``indices`` (what a DataLoader asks for). A ``BATCHED`` reader reads and converts them

@@ -128,7 +128,7 @@ class NoLDOS12(EODataset):
 
     def read_raw_batch(self, indices) -> dict[str, Any]:
         if self.store is not None:
-            return self.store.read_batch(indices, (*self.modalities, "label"))
+            return self.store.read_batch(indices, (*self.modalities, "label"), native=self.native)
         return super().read_raw_batch(indices)
 
     def raw_sample(self, index: int) -> dict[str, Any]:

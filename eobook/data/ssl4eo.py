@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .bands import DW_CLASSES, IGNORE_INDEX, S1_BANDS, S2_BAND_GSD, S2_L1C_BANDS, S2_L2A_BANDS, SSL4EO_BAND_FILE
 from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, stack_raw, to_tensors
 from .store import open_packed
 from .transforms import (SSL4EO_S1_MEAN, SSL4EO_S1_STD, SSL4EO_S2A_MEAN, SSL4EO_S2A_STD, SSL4EO_S2C_MEAN,
-                         SSL4EO_S2C_STD, normalize_s2_meanstd2, standardize)
+                         SSL4EO_S2C_STD, DeviceNormalization, normalize_s2_meanstd2, standardize)
 
 MODALITIES = ("s1", "s2a", "s2c")
+_S2_STATS = {"s2a": (SSL4EO_S2A_MEAN, SSL4EO_S2A_STD), "s2c": (SSL4EO_S2C_MEAN, SSL4EO_S2C_STD)}
 N_SEASONS = 4
 DW_NODATA = 255
 MULTILABEL_FILE = "ssl4eo_s12_ml.json"
@@ -145,7 +147,7 @@ class SSL4EOS12(EODataset):
         """:meth:`read_raw` of every index, stacked: from a packed store one read per chunk and season."""
         seasons = [self._season_list(i) for i in indices]
         if self.store is not None:
-            return self.store.read_batch(indices, self._stored_keys(), seasons) | {"seasons": seasons}
+            return self.store.read_batch(indices, self._stored_keys(), seasons, self.native) | {"seasons": seasons}
         return stack_raw([self.raw_sample(i, s) for i, s in zip(indices, seasons)])
 
     def multilabel(self, index: int) -> np.ndarray:
@@ -225,8 +227,23 @@ class SSL4EOS12(EODataset):
                 labels[row, int(name)] = 1
         return labels, labels.any(axis=1)
 
+    def _key(self, modality: str) -> str:
+        """The sample's key of ``modality``: ``s2`` for the one S2 level asked for, else the modality's name."""
+        if modality.startswith("s2") and sum(m.startswith("s2") for m in self.modalities) == 1:
+            return "s2"
+        return modality
+
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
         return self._convert(raw, batched=False)
+
+    def device_normalization(self) -> DeviceNormalization:
+        """``to_sample``'s normalisation of a native batch (and the Dynamic World classes' int64), on its device."""
+        dtypes = {"dw": torch.int64} if self.dw_labels else {}
+        if not self.normalize:
+            return DeviceNormalization(dtypes={**dtypes, **{self._key(m): torch.float32 for m in self.modalities}})
+        return DeviceNormalization(meanstd2={self._key(m): _S2_STATS[m] for m in self.modalities if m != "s1"},
+                                   zscore={"s1": (SSL4EO_S1_MEAN, SSL4EO_S1_STD)} if "s1" in self.modalities else {},
+                                   dtypes=dtypes)
 
     def to_batch(self, raw: dict[str, Any]) -> dict[str, Any]:
         """``to_sample`` of stacked raw samples (:meth:`read_raw_batch`)."""
@@ -240,17 +257,14 @@ class SSL4EOS12(EODataset):
         else:
             season = raw["seasons"][0] if single else -1
         sample: dict[str, Any] = {"id": raw["id"], "season": season}
-        s2_key = {m: ("s2" if sum(x.startswith("s2") for x in self.modalities) == 1 else m)
-                  for m in ("s2a", "s2c")}
         for modality in self.modalities:
             x = raw[modality]  # [T, C, H, W]
-            if self.normalize:
+            if self.normalize and not (batched and self.native):
                 if modality == "s1":
                     x = standardize(x, SSL4EO_S1_MEAN, SSL4EO_S1_STD)
                 else:
-                    mean, std = (SSL4EO_S2C_MEAN, SSL4EO_S2C_STD) if modality == "s2c" else (SSL4EO_S2A_MEAN, SSL4EO_S2A_STD)
-                    x = normalize_s2_meanstd2(x, mean, std)
-            sample["s1" if modality == "s1" else s2_key[modality]] = x
+                    x = normalize_s2_meanstd2(x, *_S2_STATS[modality])
+            sample[self._key(modality)] = x
         label_keys = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())
         for key in label_keys:
                 sample[key] = raw[key]

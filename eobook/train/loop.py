@@ -230,22 +230,61 @@ class ResumableBatchSampler(Sampler[list[int]]):
             yield batch[self.dist.rank * local:(self.dist.rank + 1) * local]
 
 
-def samples_per_block(dataset: Any) -> int:
-    """Samples per chunk of the packed store under ``dataset``, the block a chunk-aligned sampler keeps
-    together; 1 (a full shuffle) unless every layer down to the reader reads whole batches (``__getitems__``:
-    a ``Subset`` of consecutive indices, wrappers that keep the reader as ``.dataset`` or ``.base``). One
-    sample at a time, a chunk-aligned order would decode a whole chunk per sample."""
+def batch_reader(dataset: Any) -> Any:
+    """The reader under ``dataset`` when whole batches reach it and it reads them from a packed store (every
+    layer has ``__getitems__``: a ``Subset`` of consecutive indices, wrappers that keep the reader as
+    ``.dataset`` or ``.base``), else None."""
     from torch.utils.data import Subset
 
     while hasattr(dataset, "__getitems__"):
         if isinstance(dataset, Subset) and list(dataset.indices) != list(range(len(dataset.indices))):
-            return 1
+            return None
         inner = getattr(dataset, "dataset", getattr(dataset, "base", None))
         if not isinstance(inner, Dataset):
-            store = getattr(dataset, "store", None)
-            return store.samples_per_chunk if store is not None and getattr(dataset, "BATCHED", False) else 1
+            batched = getattr(dataset, "BATCHED", False) and getattr(dataset, "store", None) is not None
+            return dataset if batched else None
         dataset = inner
-    return 1
+    return None
+
+
+def samples_per_block(dataset: Any) -> int:
+    """Samples per chunk of the packed store under ``dataset`` (:func:`batch_reader`), the block a
+    chunk-aligned sampler keeps together; 1 (a full shuffle) for anything else. One sample at a time, a
+    chunk-aligned order would decode a whole chunk per sample."""
+    reader = batch_reader(dataset)
+    return reader.store.samples_per_chunk if reader is not None else 1
+
+
+def native_batches(dataset: Dataset) -> tuple[Dataset, Callable | None]:
+    """(what the loader reads, what normalises its batches on the device): for a packed reader with native
+    batches (:func:`batch_reader`, :meth:`~eobook.data.base.EODataset.device_normalization`)
+    ``(NativeBatches(dataset), the normalisation)``, else ``(dataset, None)``."""
+    reader = batch_reader(dataset)
+    on_device = reader.device_normalization() if reader is not None else None
+    return (dataset, None) if on_device is None else (NativeBatches(dataset, reader), on_device)
+
+
+class NativeBatches(Dataset):
+    """``dataset`` whose packed reader (:func:`batch_reader`) delivers its batches native: the arrays as
+    stored (uint16 reflectances, int8 classes), not normalised; ``fit`` normalises them on the device with the
+    reader's :meth:`~eobook.data.base.EODataset.device_normalization`. The reader is switched to native for
+    the duration of each batch read only, in whichever process reads it."""
+
+    def __init__(self, dataset: Dataset, reader: Any):
+        self.dataset, self.reader = dataset, reader
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        self.reader.native = True
+        try:
+            return self.dataset.__getitems__(indices)
+        finally:
+            self.reader.native = False
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -328,9 +367,10 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
 
     epochs, batch_size, max_steps = _length(cfg, len(dataset), dist)
     micro_batches = cfg.grad_accum
+    loaded, on_device = native_batches(dataset)
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_steps * micro_batches,
                                     drop_last=drop_last, block=samples_per_block(dataset))
-    loader = make_loader(dataset, sampler, cfg.num_workers, collate_fn, device)
+    loader = make_loader(loaded, sampler, cfg.num_workers, collate_fn, device)
     steps_per_epoch = len(sampler) // micro_batches
     if steps_per_epoch == 0:
         raise ValueError(f"grad_accum: {micro_batches} micro-batches of {batch_size} exceed the {len(dataset)} samples")
@@ -388,6 +428,8 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     def backward(batch: Any, ctx: StepContext, last: bool) -> tuple[dict[str, Any], int]:
         """Forward and backward of one micro-batch; DDP synchronises the gradients of the last one only."""
         batch = _to_device(batch, device)
+        if on_device is not None:  # a packed reader's native batch: normalised here, on the device
+            batch = on_device(batch)
         with contextlib.nullcontext() if last or not dist.enabled else module.no_sync():
             with autocast(device, dtype):
                 out = module(batch, ctx)

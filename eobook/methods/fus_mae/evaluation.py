@@ -90,7 +90,7 @@ class PairedPatches(Dataset):
         batch = self.base.__getitems__(indices) if hasattr(self.base, "__getitems__") else None
         if not isinstance(batch, CollatedBatch):
             return [self[i] for i in indices] if batch is None else [self._checked(i, s) for i, s in zip(indices, batch)]
-        pairs = self._pair(batch.collated, band_axis=1)
+        pairs = self._pair(batch.collated, band_axis=1, to_float=False)  # float32, or native for fit to normalise
         self._check_shapes(indices[0], {m: pairs[m][0] for m in ("s1", "s2")})
         return CollatedBatch(pairs, len(indices))
 
@@ -99,10 +99,13 @@ class PairedPatches(Dataset):
         self._check_shapes(index, pair)
         return pair
 
-    def _pair(self, sample: dict, band_axis: int = 0) -> dict[str, torch.Tensor]:
+    def _pair(self, sample: dict, band_axis: int = 0, to_float: bool = True) -> dict[str, torch.Tensor]:
         """{"s1", "s2", "label"} of one base sample, or of a collated batch of them (``band_axis`` 1)."""
         s2 = sample["s2"] if self.s2_bands is None else sample["s2"].index_select(band_axis, torch.tensor(self.s2_bands))
-        return {"s1": sample["s1"].float(), "s2": s2.float(), "label": sample[self.label_key]}  # [2,H,W], [12,H,W]
+        s1 = sample["s1"]
+        if to_float:
+            s1, s2 = s1.float(), s2.float()
+        return {"s1": s1, "s2": s2, "label": sample[self.label_key]}  # [2,H,W], [12,H,W]
 
     def _check_shapes(self, index: int, images: dict[str, torch.Tensor]) -> None:
         for m, x in ((m, images[m]) for m in ("s1", "s2")):
