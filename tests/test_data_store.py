@@ -21,11 +21,18 @@ def world():
     return ensure_sample_world("tiny", 0)
 
 
+#: Normalised reflectances of a packed copy differ from the folder's by the rounding of resampled bands to
+#: whole DN: 0.5 DN, at most 0.003 of the narrowest band's mean +/- 2 std range (SSL4EO-S12's B10);
+#: ``test_packed_reflectances_are_rounded_dn`` checks the DN themselves.
+REFLECTANCE_ATOL = 0.003
+
+
 def _same(a, b):
     assert a.keys() == b.keys()
     for key in a:
         if isinstance(a[key], torch.Tensor):
-            torch.testing.assert_close(a[key], b[key])
+            atol = REFLECTANCE_ATOL if key in ("s2", "s2a", "s2c") and a[key].is_floating_point() else None
+            torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0 if atol else None)
         else:
             assert a[key] == b[key]
 
@@ -103,7 +110,7 @@ def test_ssl4eo_packed_layout(ssl4eo):
     attrs = json.loads((store / ".zattrs").read_text())
     assert attrs["format"] == "eobook-packed-v3"
     assert set(attrs["seasonal"]) == {"s1", "s2a", "s2c", "dw", "multilabel", "has_multilabel"}
-    assert attrs["dtypes"] == {"dw": "int64"}
+    assert attrs["dtypes"] == {"dw": "int64", "s2a": "float32", "s2c": "float32"}
     for name in attrs["variables"]:
         meta = json.loads((store / name / ".zarray").read_text())
         locations, seasons = meta["shape"][:2]
@@ -234,3 +241,46 @@ def test_lossy_storage_dtype_refused(tmp_path):
 
     with pytest.raises(DataError, match="label: values outside int8"):
         pack([(None, Wide())], tmp_path / "wide.zarr", {"reader": "EuroSATMS"})
+
+
+def test_packed_reflectances_are_rounded_dn(world, ssl4eo):
+    """The packed S2 reflectances are int16: the folder's resampled values rounded to whole DN (bicubic's
+    undershoot below 0 kept)."""
+    copy, store = ssl4eo
+    pairs = [(SSL4EOS12(copy, modalities=("s2c", "s2a"), seasons="all", normalize=False),
+              SSL4EOS12(store, modalities=("s2c", "s2a"), seasons="all", normalize=False), ("s2c", "s2a"))]
+    ben = prepare("BigEarthNetMM", world / "BigEarthNet-MM", copy.parent / "ben.zarr")
+    pairs.append((BigEarthNetMM(world / "BigEarthNet-MM", split="test", normalize=False),
+                  BigEarthNetMM(ben, split="test", normalize=False), ("s2",)))
+    for folder, packed, keys in pairs:
+        assert packed.store.arrays[keys[0]].dtype == np.int16
+        for i in range(len(folder)):
+            a, b = folder[i], packed[i]
+            for key in keys:
+                assert b[key].dtype == torch.float32 and torch.equal(b[key], a[key].round()), key
+                assert (b[key] - a[key]).abs().max() <= 0.5
+
+
+@pytest.mark.parametrize("reader, kwargs", [
+    ("SSL4EOS12", dict(modalities=("s1", "s2c"), seasons="all", dw_labels=True)),   # CromSS
+    ("SSL4EOS12", dict(modalities=("s2c",), multilabels=True, seed=3)),              # SoftCon
+    ("SSL4EOS12", dict(modalities=("s2c", "s2a"), normalize=False)),
+    ("BigEarthNetMM", dict(split="train"))])                                         # DINO-MM, Fus-MAE
+def test_native_batches_normalised_on_device_equal_cpu_batches(ssl4eo, world, reader, kwargs):
+    """fit's loader reads a packed reader's batches native (int16 reflectances, int8 classes, not normalised);
+    the reader's device normalisation (here on the CPU) gives exactly the batch normalised in the worker."""
+    from eobook.train.loop import ResumableBatchSampler, make_loader, native_batches
+
+    store = ssl4eo[1] if reader == "SSL4EOS12" else prepare(reader, world / "BigEarthNet-MM",
+                                                              ssl4eo[1].parent / "ben-native.zarr")
+    dataset = SSL4EOS12(store, **kwargs) if reader == "SSL4EOS12" else BigEarthNetMM(store, **kwargs)
+    loaded, on_device = native_batches(dataset)
+    assert on_device is not None and loaded is not dataset
+    sampler = ResumableBatchSampler(len(dataset), 4, seed=0)
+    native = next(iter(make_loader(loaded, sampler, 0)))
+    plain = next(iter(make_loader(dataset, sampler, 0)))
+    image = "s2" if "s2" in native else "s2c"
+    assert native[image].dtype == torch.int16 and plain[image].dtype == torch.float32
+    assert native.get("dw", torch.zeros(0, dtype=torch.int8)).dtype == torch.int8
+    _same_batch(on_device(native), plain)
+    assert not dataset.native  # switched back after the batch

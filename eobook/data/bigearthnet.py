@@ -107,6 +107,7 @@ class BigEarthNetMM(EODataset):
 
     label_kind, classes = "multilabel", BEN19_CLASSES
     BATCHED = True  # to_sample's normalisation broadcasts over a leading batch axis
+    PACKED_DTYPES = {"s2": "int16"}  # reflectances stored in whole DN (see eobook.data.store)
     LAYOUT = ("BigEarthNet-v1.0/ and BigEarthNet-S1-v1.0/ patch folders with {train,val,test}.csv (v1), or "
               "BigEarthNet-S2/, BigEarthNet-S1/ and metadata.parquet (v2, reBEN)")
 

@@ -45,9 +45,14 @@ def compressor():
 
 
 def _narrow(key: str, stacked: np.ndarray, dtype: str | None, where: Path) -> np.ndarray:
-    """``stacked`` in the reader's narrower storage ``dtype`` (None: as it is), refusing a lossy cast."""
+    """``stacked`` in the reader's narrower storage ``dtype`` (None: as it is), refusing a lossy cast of
+    integers. Floats stored as integers are the S2 reflectances that ``raw_sample`` resampled to the 10 m grid
+    (integer DN in the files): rounded to whole DN and clipped to the dtype's range (see :mod:`eobook.data.store`)."""
     if dtype is None:
         return stacked
+    if stacked.dtype.kind == "f" and np.dtype(dtype).kind in "iu":
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(stacked), limits.min, limits.max).astype(dtype)
     narrow = stacked.astype(dtype)
     if not np.array_equal(narrow, stacked):
         raise DataError(where, f"{key}: values outside {dtype}, the reader's storage dtype for it")

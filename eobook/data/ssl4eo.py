@@ -77,7 +77,9 @@ class SSL4EOS12(EODataset):
 
     LAYOUT = "s1/, s2a/, s2c/ (and dw/) folders of <7-digit location id>/<product id>/ GeoTIFF bands"
     BATCHED = True
-    PACKED_DTYPES = {"dw": "int8"}  # Dynamic World classes -1..8 in a byte (raw_sample's int64 when read)
+    #: Dynamic World classes -1..8 in a byte (raw_sample's int64 when read); reflectances in whole DN (see
+    #: eobook.data.store)
+    PACKED_DTYPES = {"dw": "int8", "s2a": "int16", "s2c": "int16"}
 
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,

@@ -2,7 +2,15 @@
 
 :func:`eobook.data.pack.pack` writes, through xarray, every ``raw_sample`` of one or more readers
 (:func:`eobook.data.pack.prepare` for a dataset folder); giving the store's path as ``root`` to the same
-reader class reads it back (:func:`open_packed`), so a folder and its packed copy yield identical samples.
+reader class reads it back (:func:`open_packed`), so a folder and its packed copy yield the same samples.
+
+One difference, by design: Sentinel-2 reflectances are stored as int16 integers. Where the reader resampled
+20 m and 60 m bands to the 10 m grid (bicubic, BigEarthNet-MM and SSL4EO-S12), the store keeps them rounded
+to whole DN: within 0.5 DN of the folder's values (at most 0.003 of a band's mean +/- 2 std range, against the
+authors' own cast of that range to 256 levels), at half the bytes of float32. int16, not the files' uint16,
+keeps bicubic's undershoot below 0 (hundreds of DN at sharp edges); values above 32767 (saturation) become
+32767, which the mean +/- 2 std normalisation maps to 1 either way. Every other array is stored exactly
+(labels in the narrowest integer type that holds them, e.g. Dynamic World's int64 classes -1..8 as int8).
 
 Layout (``FORMAT`` = ``eobook-packed-v3``; a zarr format 2 group that zarr and xarray open as usual)::
 
@@ -16,7 +24,7 @@ Layout (``FORMAT`` = ``eobook-packed-v3``; a zarr format 2 group that zarr and x
                   so that a reader asking for one season reads a quarter of the bytes
     id, split     [sample] strings: the sample's id and the split it was packed from ('' for none)
     attributes    format, reader (class name), variables, seasonal, dtypes (the ``raw_sample`` dtype of
-                  arrays stored narrower, e.g. Dynamic World's int64 classes -1..8 as int8), source,
+                  arrays stored narrower), source,
                   synthetic, and what the reader needs back (BigEarthNet's layout and its snow/cloud-listed
                   patches, GEO-Bench's band statistics, ...)
 
