@@ -284,3 +284,19 @@ def test_native_batches_normalised_on_device_equal_cpu_batches(ssl4eo, world, re
     assert native.get("dw", torch.zeros(0, dtype=torch.int8)).dtype == torch.int8
     _same_batch(on_device(native), plain)
     assert not dataset.native  # switched back after the batch
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+def test_compressions_read_alike_and_refuse_damaged_chunks(world, tmp_path, compression):
+    """Both chunk encodings give the same samples; a truncated chunk file is one error naming it."""
+    store = prepare("BigEarthNetMM", world / "BigEarthNet-MM", tmp_path / "ben.zarr", compression=compression)
+    meta = json.loads((store / "s2" / ".zarray").read_text())
+    assert (meta["compressor"] is None) == (compression == "none")
+    folder, packed = BigEarthNetMM(world / "BigEarthNet-MM", split="val"), BigEarthNetMM(store, split="val")
+    _same(folder[1], packed[1])
+    chunk = _chunk_files(store / "s2")[0]
+    chunk.write_bytes(chunk.read_bytes()[:-10])
+    with pytest.raises(DataError, match=f"{chunk.name}: unreadable chunk"):
+        BigEarthNetMM(store, split="train")[0]
+    with pytest.raises(ValueError, match="compression: expected one of"):
+        prepare("BigEarthNetMM", world / "BigEarthNet-MM", tmp_path / "zip.zarr", compression="zip")
