@@ -43,7 +43,7 @@ from torch.utils.data import default_collate
 from eobook.chapters import chapter_names, get_chapter, get_profile
 from eobook.data import ensure_sample_world
 from eobook.data.base import BatchCollate
-from eobook.data.pack import pack, prepare
+from eobook.data.pack import COMPRESSIONS, pack, prepare
 from eobook.data.store import open_packed
 from eobook.data.world import SIZES
 from eobook.train.loop import ResumableBatchSampler, native_batches, samples_per_block
@@ -158,14 +158,14 @@ def flops_per_sample(chapter: str, world_size: str, data_root: str) -> float:
     return row["gflop_per_step"] * 1e9 / row["batch"]
 
 
-def packed_root(chapter: str, cfg, world: Path, stores: Path) -> Path:
+def packed_root(chapter: str, cfg, world: Path, stores: Path, compression: str) -> Path:
     """A data root under ``stores`` holding the chapter's dataset packed at its usual path (packed once per run)."""
     relative = CHAPTER_DATA[chapter].path.format_map(vars(cfg))
     out = stores / "sample" / relative
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        prepare(CHAPTER_DATA[chapter].reader, world / relative, out)
+        prepare(CHAPTER_DATA[chapter].reader, world / relative, out, compression=compression)
         print(f"  packed {relative} in {time.perf_counter() - start:.1f} s")
     return stores / "sample"
 
@@ -198,7 +198,7 @@ class Mosaic:
         return out
 
 
-def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples: int) -> Path:
+def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples: int, compression: str) -> Path:
     """A data root under ``stores`` with ``samples`` real-sized samples (:class:`Mosaic`) of the chapter's
     dataset, per split of the sample-world store, packed like any store (once per run and dataset)."""
     import zarr
@@ -220,7 +220,7 @@ def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples:
     attrs = {k: v for k, v in store.attrs.items() if k not in keep}
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pack(parts, out, attrs, seasonal=[k for k in data.arrays if k in store.seasonal])
+    pack(parts, out, attrs, seasonal=[k for k in data.arrays if k in store.seasonal], compression=compression)
     print(f"  packed {relative} at {data.real_px} px in {time.perf_counter() - start:.1f} s")
     return stores / f"real-{chapter}"
 
@@ -241,7 +241,8 @@ def disk_bytes_per_sample(dataset) -> float:
     return total
 
 
-def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu_flops: float) -> list[dict]:
+def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu_flops: float,
+                  compression: str) -> list[dict]:
     """Rows (folder, packed, real px) of one chapter: measured and scaled samples/s, needed samples/s, workers,
     bytes per sample."""
     data = CHAPTER_DATA[chapter]
@@ -251,8 +252,8 @@ def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu
     sample_px = getattr(SIZES[world_size], data.sample_px_field)
     pixel_ratio = (sample_px / data.real_px) ** 2
 
-    sample_root = packed_root(chapter, folder_cfg, world, stores)
-    real_root = real_sized_root(chapter, folder_cfg, sample_root, stores, samples)
+    sample_root = packed_root(chapter, folder_cfg, world, stores, compression)
+    real_root = real_sized_root(chapter, folder_cfg, sample_root, stores, samples, compression)
     roots = {"folder": "", "packed": str(sample_root), "real px": str(real_root)}
     rows = []
     needed = gpu_flops / flops_per_sample(chapter, world_size, str(real_root))
@@ -294,16 +295,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="samples timed per chapter and store")
     parser.add_argument("--gpu-tflops", type=float, default=989.0, help="GPU peak (H100 dense bf16: 989)")
     parser.add_argument("--mfu", type=float, default=0.35, help="assumed fraction of the peak the step reaches")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default="none", help="the packed stores' chunks")
     args = parser.parse_args()
 
     gpu_flops = args.gpu_tflops * 1e12 * args.mfu
-    print(f"{args.size} sample world, {args.samples} samples per store, one worker (1 torch thread); "
-          f"GPU assumed at {args.gpu_tflops:g} TFLOP/s x {args.mfu:.0%} MFU")
+    print(f"{args.size} sample world, {args.samples} samples per store ({args.compression} compression), one worker "
+          f"(1 torch thread); GPU assumed at {args.gpu_tflops:g} TFLOP/s x {args.mfu:.0%} MFU")
     rows = []
     with tempfile.TemporaryDirectory() as stores:
         for chapter in args.chapters or chapter_names():
             print(f"{chapter} ...", flush=True)
-            rows += bench_chapter(chapter, args.size, Path(stores), args.samples, gpu_flops)
+            rows += bench_chapter(chapter, args.size, Path(stores), args.samples, gpu_flops, args.compression)
     print_table(rows)
     real = [r for r in rows if r["store"] == "real px"]
     print(json.dumps({"workers_per_gpu": {r["chapter"]: r["workers"] for r in real}, "gpu_tflops": args.gpu_tflops,

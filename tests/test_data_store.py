@@ -294,6 +294,10 @@ def test_compressions_read_alike_and_refuse_damaged_chunks(world, tmp_path, comp
     assert (meta["compressor"] is None) == (compression == "none")
     folder, packed = BigEarthNetMM(world / "BigEarthNet-MM", split="val"), BigEarthNetMM(store, split="val")
     _same(folder[1], packed[1])
+    from eobook.data.base import BatchCollate
+
+    indices = [4, 1, len(packed) - 1, 1]
+    _same_batch(BatchCollate()(packed.__getitems__(indices)), default_collate([packed[i] for i in indices]))
     chunk = _chunk_files(store / "s2")[0]
     chunk.write_bytes(chunk.read_bytes()[:-10])
     with pytest.raises(DataError, match=f"{chunk.name}: unreadable chunk"):

@@ -101,6 +101,9 @@ class ChunkedArray:
     def __getstate__(self):
         return {**self.__dict__, "_cached": None}  # a worker starts without the parent's decoded chunk
 
+    def _path(self, index: tuple[int, ...]) -> str:
+        return self._prefix + self.separator.join(map(str, index + (0,) * (len(self.shape) - len(index))))
+
     def _decode(self, index: tuple[int, ...]) -> np.ndarray:
         """The chunk at chunk ``index``, decoded (a whole chunk: the last one of an array is padded)."""
         if self._cached is None or self._cached[0] != index:
@@ -110,15 +113,10 @@ class ChunkedArray:
         return self._cached[1]
 
     def _decode_into(self, index: tuple[int, ...], out: np.ndarray) -> None:
-        """Decode the chunk at chunk ``index`` into ``out`` (contiguous, of the chunk's size)."""
-        path = self._prefix + self.separator.join(map(str, index + (0,) * (len(self.shape) - len(index))))
+        """Decode the compressed chunk at chunk ``index`` into ``out`` (contiguous, of the chunk's size)."""
+        path = self._path(index)
         try:
             with open(path, "rb") as f:
-                if self.codec is None:  # read straight into the batch: no copy
-                    size = f.readinto(out.reshape(-1).view(np.uint8))
-                    if size != out.nbytes or f.read(1):
-                        raise DataError(path, f"unreadable chunk (not {out.nbytes} bytes)")
-                    return
                 data = f.read()
         except FileNotFoundError:
             # pack() writes every chunk: a missing one is a damaged or incomplete copy, not a fill value
@@ -132,34 +130,50 @@ class ChunkedArray:
         except Exception as err:  # codecs raise several types (RuntimeError, ValueError, ...) on bad bytes
             raise DataError(path, f"unreadable chunk ({err})") from None
 
+    def _read_samples(self, index: tuple[int, ...], members: list[tuple[int, np.ndarray]]) -> None:
+        """Samples of the uncompressed chunk at ``index``: each (position in the chunk, target) read from the
+        file straight into its target, a contiguous view of the batch (one copy, from the page cache)."""
+        path = self._path(index)
+        sample_bytes = members[0][1].nbytes
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if os.fstat(f.fileno()).st_size != sample_bytes * self.samples_per_chunk:
+                    raise DataError(path, f"unreadable chunk (not {sample_bytes * self.samples_per_chunk} bytes)")
+                for position, target in members:
+                    f.seek(position * sample_bytes)
+                    if f.readinto(target.reshape(-1).view(np.uint8)) != sample_bytes:
+                        raise DataError(path, "unreadable chunk (ends early)")
+        except FileNotFoundError:
+            raise DataError(path, "missing chunk") from None
+
     def read_rows(self, rows: Sequence[int], seasons: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         """Samples ``rows`` stacked ([n, ...] as written); with ``seasons`` (one list per row, all of one
-        length), only those positions of each sample's first axis. Each chunk is decoded once."""
+        length), only those positions of each sample's first axis. Each chunk file is opened once and read
+        into the batch (uncompressed) or decoded once."""
         rows = np.asarray(rows, np.int64)
         k = self.samples_per_chunk
-        if self.per_season and seasons is None:
-            seasons = np.tile(np.arange(self.shape[1]), (len(rows), 1))
-        if not self.per_season:
+        if self.per_season:
+            seasons = np.tile(np.arange(self.shape[1]), (len(rows), 1)) if seasons is None else np.asarray(seasons)
+            out = np.empty((len(rows), seasons.shape[1], *self.shape[2:]), self.dtype)
+            places = [((int(rows[r] // k), int(seasons[r, t])), int(rows[r] % k), (r, slice(t, t + 1)))
+                      for r in range(len(rows)) for t in range(seasons.shape[1])]
+        else:
             out = np.empty((len(rows), *self.shape[1:]), self.dtype)
-            for chunk in np.unique(rows // k):
-                at = np.flatnonzero(rows // k == chunk)
-                if k == 1 and len(at) == 1:  # a chunk of one sample: decoded straight into the batch
-                    self._decode_into((int(chunk),), out[at[0]])
-                else:
-                    out[at] = self._decode((int(chunk),))[rows[at] - chunk * k]
-            if seasons is None:
-                return out
-            return out[np.arange(len(rows))[:, None], np.asarray(seasons, np.int64)]
-        seasons = np.asarray(seasons, np.int64)  # [n, T]
-        out = np.empty((len(rows), seasons.shape[1], *self.shape[2:]), self.dtype)
-        keys = (rows // k)[:, None] * self.shape[1] + seasons  # one (chunk, season) pair per entry
-        for key in np.unique(keys):
-            chunk, season = divmod(int(key), self.shape[1])
-            at_row, at_t = np.nonzero(keys == key)
-            if k == 1 and len(at_row) == 1:
-                self._decode_into((chunk, season), out[at_row[0], at_t[0]])
+            places = [((int(rows[r] // k),), int(rows[r] % k), slice(r, r + 1)) for r in range(len(rows))]
+        chunks: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for index, position, place in places:  # slices: views into ``out``, also for one number per sample
+            chunks.setdefault(index, []).append((position, out[place]))
+        for index, members in chunks.items():
+            if self.codec is None:
+                self._read_samples(index, members)
+            elif k == 1:  # a chunk of one sample: decoded straight into the batch
+                self._decode_into(index, members[0][1])
             else:
-                out[at_row, at_t] = self._decode((chunk, season))[rows[at_row] - chunk * k, 0]
+                decoded = self._decode(index)
+                for position, target in members:
+                    target[...] = decoded[position].reshape(target.shape)
+        if seasons is not None and not self.per_season:
+            return out[np.arange(len(rows))[:, None], np.asarray(seasons, np.int64)]
         return out
 
     def read(self, row: int, seasons: Sequence[int] | None = None) -> np.ndarray:
