@@ -233,7 +233,7 @@ class BatchCollate:
 
 
 def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
-    """numpy arrays -> torch tensors (strings and ints pass through)."""
+    """numpy arrays -> torch tensors (tensors, strings and ints pass through)."""
     return {k: (torch.from_numpy(np.ascontiguousarray(v)) if v.ndim else torch.tensor(v.item()))
             if isinstance(v, (np.ndarray, np.generic)) else v for k, v in sample.items()}
 

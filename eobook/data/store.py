@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
 
 from .base import DataError
 
@@ -66,6 +67,21 @@ REPACK = "re-pack it with `python -m eobook data prepare` (after moving the old 
 
 def is_packed(path: Path) -> bool:
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
+
+
+def empty_batch(shape: tuple[int, ...], dtype: np.dtype, as_tensor: bool) -> tuple[torch.Tensor | None, np.ndarray]:
+    """(tensor or None, numpy view of it) of an uninitialised batch. With ``as_tensor`` (and a numeric dtype),
+    inside a DataLoader worker the tensor lies in shared memory, as ``default_collate`` allocates its output:
+    handing the batch to the main process then copies nothing (else torch would copy it into shared memory)."""
+    if not as_tensor or dtype.kind in "USO":
+        return None, np.empty(shape, dtype)
+    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    if torch.utils.data.get_worker_info() is None:
+        tensor = torch.empty(shape, dtype=torch_dtype)
+    else:
+        storage = torch.empty(0, dtype=torch_dtype)._typed_storage()._new_shared(int(np.prod(shape)))
+        tensor = torch.empty(0, dtype=torch_dtype).new(storage).view(shape)
+    return tensor, tensor.numpy()
 
 
 class ChunkedArray:
@@ -146,19 +162,21 @@ class ChunkedArray:
         except FileNotFoundError:
             raise DataError(path, "missing chunk") from None
 
-    def read_rows(self, rows: Sequence[int], seasons: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    def read_rows(self, rows: Sequence[int], seasons: Sequence[Sequence[int]] | None = None,
+                  as_tensor: bool = False) -> np.ndarray | torch.Tensor:
         """Samples ``rows`` stacked ([n, ...] as written); with ``seasons`` (one list per row, all of one
         length), only those positions of each sample's first axis. Each chunk file is opened once and read
-        into the batch (uncompressed) or decoded once."""
+        into the batch (uncompressed) or decoded once. ``as_tensor``: a torch tensor (numbers only), in shared
+        memory inside a DataLoader worker (:func:`empty_batch`)."""
         rows = np.asarray(rows, np.int64)
         k = self.samples_per_chunk
         if self.per_season:
             seasons = np.tile(np.arange(self.shape[1]), (len(rows), 1)) if seasons is None else np.asarray(seasons)
-            out = np.empty((len(rows), seasons.shape[1], *self.shape[2:]), self.dtype)
+            tensor, out = empty_batch((len(rows), seasons.shape[1], *self.shape[2:]), self.dtype, as_tensor)
             places = [((int(rows[r] // k), int(seasons[r, t])), int(rows[r] % k), (r, slice(t, t + 1)))
                       for r in range(len(rows)) for t in range(seasons.shape[1])]
         else:
-            out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+            tensor, out = empty_batch((len(rows), *self.shape[1:]), self.dtype, as_tensor)
             places = [((int(rows[r] // k),), int(rows[r] % k), slice(r, r + 1)) for r in range(len(rows))]
         chunks: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
         for index, position, place in places:  # slices: views into ``out``, also for one number per sample
@@ -172,9 +190,10 @@ class ChunkedArray:
                 decoded = self._decode(index)
                 for position, target in members:
                     target[...] = decoded[position].reshape(target.shape)
-        if seasons is not None and not self.per_season:
-            return out[np.arange(len(rows))[:, None], np.asarray(seasons, np.int64)]
-        return out
+        if seasons is not None and not self.per_season:  # seasons of whole samples (a season axis of 1)
+            out = out[np.arange(len(rows))[:, None], np.asarray(seasons, np.int64)]
+            return torch.from_numpy(out) if tensor is not None else out
+        return tensor if tensor is not None else out
 
     def read(self, row: int, seasons: Sequence[int] | None = None) -> np.ndarray:
         """Sample ``row`` ([...] as written); with ``seasons``, only those positions of its first axis."""
@@ -224,11 +243,12 @@ class PackedStore:
                    seasons: Sequence[Sequence[int]] | None = None, native: bool = False) -> dict[str, Any]:
         """The raw samples ``indices`` of the split, stacked: arrays ``keys`` (default: all) [n, ...], and of
         the ``seasonal`` ones only ``seasons`` (one list per index; default: all); ``id``: the n ids. Arrays
-        stored narrower come back in their ``raw_sample`` dtype, or as stored with ``native``."""
+        stored narrower come back in their ``raw_sample`` dtype; with ``native`` as stored, and as torch
+        tensors (in shared memory inside a DataLoader worker: see :func:`empty_batch`)."""
         rows = self.rows[np.asarray(indices, np.int64)]
         out: dict[str, Any] = {}
         for key in self.variables if keys is None else keys:
-            value = self.arrays[key].read_rows(rows, seasons if key in self.seasonal else None)
+            value = self.arrays[key].read_rows(rows, seasons if key in self.seasonal else None, as_tensor=native)
             out[key] = value if native or key not in self.dtypes else value.astype(self.dtypes[key])
         out["id"] = [self.ids[i] for i in indices]
         return out
