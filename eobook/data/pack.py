@@ -93,7 +93,8 @@ def _encoding(ds, seasonal: Sequence[str], compression: str) -> dict[str, dict[s
         shape = ds[v].shape[1:]
         per_chunk = shape[1:] if v in seasonal else shape
         k = samples_per_chunk(int(np.prod(per_chunk, dtype=np.int64)) * ds[v].dtype.itemsize)
-        encoding[v] = {"chunks": (k, 1, *shape[1:]) if v in seasonal else (k, *shape), "compressors": compressor(compression)}
+        chunks = (k, 1, *shape[1:]) if v in seasonal else (k, *shape)
+        encoding[v] = {"chunks": chunks, "compressors": compressor(compression)}
     return encoding
 
 

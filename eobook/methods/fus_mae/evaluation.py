@@ -89,7 +89,8 @@ class PairedPatches(Dataset):
         store, :meth:`eobook.data.base.EODataset.__getitems__`), else one by one."""
         batch = self.base.__getitems__(indices) if hasattr(self.base, "__getitems__") else None
         if not isinstance(batch, CollatedBatch):
-            return [self[i] for i in indices] if batch is None else [self._checked(i, s) for i, s in zip(indices, batch)]
+            samples = (self.base[i] for i in indices) if batch is None else batch
+            return [self._checked(i, sample) for i, sample in zip(indices, samples)]
         pairs = self._pair(batch.collated, band_axis=1, to_float=False)  # float32, or native for fit to normalise
         self._check_shapes(indices[0], {m: pairs[m][0] for m in ("s1", "s2")})
         return CollatedBatch(pairs, len(indices))
@@ -101,8 +102,9 @@ class PairedPatches(Dataset):
 
     def _pair(self, sample: dict, band_axis: int = 0, to_float: bool = True) -> dict[str, torch.Tensor]:
         """{"s1", "s2", "label"} of one base sample, or of a collated batch of them (``band_axis`` 1)."""
-        s2 = sample["s2"] if self.s2_bands is None else sample["s2"].index_select(band_axis, torch.tensor(self.s2_bands))
-        s1 = sample["s1"]
+        s1, s2 = sample["s1"], sample["s2"]
+        if self.s2_bands is not None:
+            s2 = s2.index_select(band_axis, torch.tensor(self.s2_bands))
         if to_float:
             s1, s2 = s1.float(), s2.float()
         return {"s1": s1, "s2": s2, "label": sample[self.label_key]}  # [2,H,W], [12,H,W]
