@@ -74,10 +74,17 @@ CHAPTER_DATA = {
                                ("s2", "elevation", "worldcover", "s2_level"),
                                "GPU: resize to 56 px and flip in forward"),
     "softcon": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264, ("s2c", "multilabel", "has_multilabel"),
-                           "CPU: one random season; GPU: 2 random-resized 224 crops + jitter in forward"),
+                           "reader: one random season; GPU: 2 random-resized 224 crops + jitter in forward"),
     "cromss": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264, ("s1", "s2c", "dw"),
-                          "CPU: all 4 seasons read; GPU: season pick, smoothing, 256 crop/flip/rot in forward"),
+                          "reader: the drawn season's S1 + S2 (packed) and all 4 DW masks; GPU: smoothing, 256 "
+                          "crop/flip/rot in forward"),
 }
+
+#: Each rate is timed over whole passes over the batches lasting at least this long.
+MIN_SECONDS = 1.0
+#: Bytes of real-sized samples a worker reads per pass: more than the CPU caches (480 MiB of L3 were reported
+#: here), so that a pass reads from memory (the page cache), not from a cache warmed by the previous pass.
+WORKING_SET = 1 << 30
 
 #: Profile fields that cannot be used offline and change neither the data nor the FLOPs.
 OFFLINE_OVERRIDES = {"softcon": {"weights": ""}}
@@ -124,10 +131,11 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> tup
     dataset, _ = native_batches(dataset)  # as fit's loader reads it
     try:
         read_batch(dataset, collate, batches[0])  # opens files / zarr groups once, as a worker does first
-        start, delivered = time.perf_counter(), 0
-        for indices in batches:
-            delivered += tensor_bytes(read_batch(dataset, collate, indices))
-        n = sum(len(b) for b in batches)
+        start, delivered, n = time.perf_counter(), 0, 0
+        while n == 0 or time.perf_counter() - start < MIN_SECONDS:  # whole passes over the batches
+            for indices in batches:
+                delivered += tensor_bytes(read_batch(dataset, collate, indices))
+                n += len(indices)
         return n / (time.perf_counter() - start), delivered / n
     finally:
         torch.set_num_threads(threads)
@@ -171,36 +179,46 @@ def packed_root(chapter: str, cfg, world: Path, stores: Path, compression: str) 
 
 
 class Mosaic:
-    """Real-sized raw samples made of a packed sample-world store's ``rows``: each spatial array (last two axes
-    ``px`` x ``px``) a mosaic of ``ceil(real / px)^2`` distinct samples cropped to ``real`` px, the rest of
-    the sample as it is; ``arrays`` only. A ``raw_sample`` source for :func:`eobook.data.pack.pack`."""
+    """``count`` real-sized raw samples made of a packed sample-world store's ``rows``: each spatial array (last
+    two axes ``px`` x ``px``) a mosaic of ``ceil(real / px)^2`` sample-world patches cropped to ``real`` px,
+    the patches of sample i ``rows[(i + j * (1 + i // len(rows))) % len(rows)]`` for tile j (so that no two
+    samples repeat each other while there are fewer rows than samples); the other arrays those of
+    ``rows[i % len(rows)]``; ``arrays`` only. A ``raw_sample`` source for :func:`eobook.data.pack.pack`."""
 
-    def __init__(self, group, rows: np.ndarray, arrays: tuple[str, ...], px: int, real: int, raw_dtypes: dict):
-        self.group, self.rows, self.arrays, self.px, self.real = group, rows, arrays, px, real
+    def __init__(self, group, rows: np.ndarray, count: int, arrays: tuple[str, ...], px: int, real: int,
+                 raw_dtypes: dict):
+        self.group, self.rows, self.count, self.arrays, self.px, self.real = group, rows, count, arrays, px, real
         self.raw_dtypes = raw_dtypes  # raw_sample's dtypes of the arrays the source stores narrower ...
         self.PACKED_DTYPES = {k: str(group[k].dtype) for k in raw_dtypes}  # ... and stored as narrow again
         self.tiles = -(-real // px)
+        self.columns = {key: group[key][:] for key in arrays}  # the sample-world arrays, small
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.count
 
     def raw_sample(self, i: int) -> dict:
-        out = {"id": f"mosaic{self.rows[i]}"}
-        neighbours = [int(self.rows[(i + j) % len(self.rows)]) for j in range(self.tiles ** 2)]
+        m = len(self.rows)
+        out = {"id": f"mosaic{i}"}
+        neighbours = [int(self.rows[(i + j * (1 + i // m)) % m]) for j in range(self.tiles ** 2)]
         for key in self.arrays:
-            value = self.group[key][int(self.rows[i])]
+            value = self.columns[key][int(self.rows[i % m])]
             if value.ndim >= 2 and value.shape[-2:] == (self.px, self.px):
-                parts = np.stack([self.group[key][r] for r in neighbours])  # [tiles^2, ..., px, px]
-                grid = parts.reshape(self.tiles, self.tiles, *value.shape)
+                grid = self.columns[key][neighbours].reshape(self.tiles, self.tiles, *value.shape)
                 rows = np.concatenate([np.concatenate(list(row), axis=-1) for row in grid], axis=-2)
                 value = rows[..., :self.real, :self.real]
             out[key] = value.astype(self.raw_dtypes.get(key, value.dtype))
         return out
 
+    def sample_bytes(self) -> int:
+        """Bytes of one sample as stored."""
+        sample = self.raw_sample(0)
+        return sum(sample[k].size * self.group[k].dtype.itemsize for k in self.arrays)
+
 
 def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples: int, compression: str) -> Path:
-    """A data root under ``stores`` with ``samples`` real-sized samples (:class:`Mosaic`) of the chapter's
-    dataset, per split of the sample-world store, packed like any store (once per run and dataset)."""
+    """A data root under ``stores`` with real-sized samples (:class:`Mosaic`) of the chapter's dataset, per
+    split of the sample-world store, packed like any store (once per run and dataset): at least ``samples``
+    and at least ``WORKING_SET`` bytes of them in the training split, a few of them in the others."""
     import zarr
 
     data = CHAPTER_DATA[chapter]
@@ -213,15 +231,20 @@ def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples:
     store = open_packed(source, data.reader, None)
     px = int(group[data.arrays[0]].shape[-1])
     splits = group["split"][:].astype(str)
-    parts = [(split or None, Mosaic(group, np.flatnonzero(splits == split)[:samples], data.arrays, px, data.real_px,
-                                    store.dtypes))
-             for split in dict.fromkeys(splits)]
+    parts = []
+    for split in dict.fromkeys(splits):
+        rows = np.flatnonzero(splits == split)
+        mosaic = Mosaic(group, rows, min(len(rows), 8), data.arrays, px, data.real_px, store.dtypes)
+        if split in ("", "train"):  # what the chapters pretrain on
+            mosaic.count = max(samples, -(-WORKING_SET // mosaic.sample_bytes()))
+        parts.append((split or None, mosaic))
     keep = {"format", "variables", "seasonal", "dtypes"}
     attrs = {k: v for k, v in store.attrs.items() if k not in keep}
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pack(parts, out, attrs, seasonal=[k for k in data.arrays if k in store.seasonal], compression=compression)
-    print(f"  packed {relative} at {data.real_px} px in {time.perf_counter() - start:.1f} s")
+    print(f"  packed {relative} at {data.real_px} px in {time.perf_counter() - start:.1f} s "
+          f"({sum(len(m) for _, m in parts)} samples)")
     return stores / f"real-{chapter}"
 
 
@@ -248,7 +271,6 @@ def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu
     data = CHAPTER_DATA[chapter]
     world = ensure_sample_world(world_size, 0)
     folder_cfg = full_profile(chapter, world_size)
-    batch = min(folder_cfg.batch_size, samples)
     sample_px = getattr(SIZES[world_size], data.sample_px_field)
     pixel_ratio = (sample_px / data.real_px) ** 2
 
@@ -259,7 +281,8 @@ def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu
     needed = gpu_flops / flops_per_sample(chapter, world_size, str(real_root))
     for store, root in roots.items():
         dataset, collate = pretraining_data(chapter, full_profile(chapter, world_size, root))
-        rate, delivered = worker_samples_per_second(dataset, collate, samples, batch)
+        timed = len(dataset) if store == "real px" else samples  # the real-sized store's whole working set
+        rate, delivered = worker_samples_per_second(dataset, collate, timed, min(folder_cfg.batch_size, timed))
         scaled = rate if store == "real px" else rate * pixel_ratio
         workers = math.ceil(needed / scaled)
         disk = disk_bytes_per_sample(dataset) if store == "real px" else float("nan")
@@ -292,7 +315,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny", choices=("tiny", "small"), help="sample world read")
     parser.add_argument("--chapters", nargs="+", default=None, choices=chapter_names(), help="default: every chapter")
-    parser.add_argument("--samples", type=int, default=32, help="samples timed per chapter and store")
+    parser.add_argument("--samples", type=int, default=32,
+                        help="samples timed per chapter from the sample world (the real-sized store: all of its "
+                             "training samples, at least this many and 1 GiB)")
     parser.add_argument("--gpu-tflops", type=float, default=989.0, help="GPU peak (H100 dense bf16: 989)")
     parser.add_argument("--mfu", type=float, default=0.35, help="assumed fraction of the peak the step reaches")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="none", help="the packed stores' chunks")

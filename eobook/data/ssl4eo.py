@@ -73,6 +73,10 @@ class SSL4EOS12(EODataset):
         normalize, size, on_error: as in :class:`~eobook.data.BigEarthNetMM`.
         dw_dir: folder name of the Dynamic World masks.
         n_seasons: season folders per location (4 in SSL4EO-S12; fewer for partial copies).
+        native_season: with ``seasons="all"``, ``"random"`` makes the native batches of a packed store (what
+            ``fit``'s loader reads) hold the images of one season per location, ``season_for(seed, epoch,
+            index)`` (given as ``season``), and the labels of all seasons: what CromSS's step uses. Samples
+            read otherwise keep all seasons.
     """
 
     LAYOUT = "s1/, s2a/, s2c/ (and dw/) folders of <7-digit location id>/<product id>/ GeoTIFF bands"
@@ -83,8 +87,13 @@ class SSL4EOS12(EODataset):
 
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
-                 on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS):
+                 on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS,
+                 native_season: str | None = None):
         self.root = Path(root)
+        if native_season not in (None, "random") or (native_season and seasons != "all"):
+            raise ValueError(f"native_season: expected None, or 'random' with seasons='all', got {native_season!r} "
+                             f"with seasons={seasons!r}")
+        self.native_season = native_season
         self.modalities = tuple(modalities)
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or not self.modalities:
@@ -146,11 +155,17 @@ class SSL4EOS12(EODataset):
         return self.raw_sample(index, seasons)
 
     def read_raw_batch(self, indices) -> dict[str, Any]:
-        """:meth:`read_raw` of every index, stacked: from a packed store one read per chunk and season."""
+        """:meth:`read_raw` of every index, stacked: from a packed store one read per chunk and season (a native
+        batch with ``native_season``: the images of the drawn season only)."""
         seasons = [self._season_list(i) for i in indices]
-        if self.store is not None:
-            return self.store.read_batch(indices, self._stored_keys(), seasons, self.native) | {"seasons": seasons}
-        return stack_raw([self.raw_sample(i, s) for i, s in zip(indices, seasons)])
+        if self.store is None:
+            return stack_raw([self.raw_sample(i, s) for i, s in zip(indices, seasons)])
+        if self.native and self.native_season:
+            drawn = [[season_for(self.seed, self.epoch, i, self.n_seasons)] for i in indices]
+            labels = tuple(k for k in self._stored_keys() if k not in self.modalities)
+            return (self.store.read_batch(indices, self.modalities, drawn, native=True)
+                    | self.store.read_batch(indices, labels, seasons, native=True) | {"seasons": drawn})
+        return self.store.read_batch(indices, self._stored_keys(), seasons, self.native) | {"seasons": seasons}
 
     def multilabel(self, index: int) -> np.ndarray:
         """The multi-labels [T, 9] of sample ``index`` in the seasons it reads now (``seasons``, this epoch's
@@ -253,7 +268,7 @@ class SSL4EOS12(EODataset):
 
     def _convert(self, raw: dict[str, Any], batched: bool) -> dict[str, Any]:
         """Normalised tensors of one raw sample, or of stacked ones (``batched``: a leading batch axis)."""
-        single = self.seasons != "all"
+        single = self.seasons != "all" or (batched and self.native and self.native_season is not None)
         if batched:
             season = np.array([s[0] if single else -1 for s in raw["seasons"]], np.int64)
         else:
@@ -270,8 +285,7 @@ class SSL4EOS12(EODataset):
         label_keys = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())
         for key in label_keys:
                 sample[key] = raw[key]
-        if single:  # drop the time axis
-            sample = {k: ((v[:, 0] if batched else v[0]) if k in ("s1", "s2", "s2a", "s2c", "dw", "multilabel",
-                                                                   "has_multilabel") else v)
-                      for k, v in sample.items()}
+        if single:  # drop the time axis (of the images only where the labels keep all seasons: native_season)
+            keys = {"s1", "s2", "s2a", "s2c"} | (set() if self.native_season else {"dw", "multilabel", "has_multilabel"})
+            sample = {k: ((v[:, 0] if batched else v[0]) if k in keys else v) for k, v in sample.items()}
         return to_tensors(sample)
