@@ -46,7 +46,7 @@ from eobook.data.base import BatchCollate
 from eobook.data.pack import COMPRESSIONS, pack, prepare
 from eobook.data.store import open_packed
 from eobook.data.world import SIZES
-from eobook.train.loop import ResumableBatchSampler, native_batches, samples_per_block
+from eobook.train.loop import ResumableBatchSampler, batch_reader, native_batches, samples_per_block
 
 # benchmarks/ is a folder of scripts, not a package: make the sibling script importable to reuse its helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -249,18 +249,20 @@ def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples:
 
 
 def disk_bytes_per_sample(dataset) -> float:
-    """Bytes of compressed chunks read per sample: each array's on-disk share of what a sample decodes."""
-    from eobook.data import whole_dataset
-
-    reader = whole_dataset(dataset)
-    reader = getattr(reader, "base", reader)
-    raw = reader.read_raw_batch([0])
+    """Bytes of chunk files read per sample: each array's on-disk share of what a native batch of the packed
+    reader under ``dataset`` reads (compressed chunks count their compressed size)."""
+    reader = batch_reader(dataset)
+    reader.native = True
+    try:
+        raw = reader.read_raw_batch([0])
+    finally:
+        reader.native = False
     total = 0.0
     for key, value in raw.items():
         if key in reader.store.arrays:
             array = reader.store.arrays[key]
             ratio = array.chunk_bytes() / (np.prod(array.chunks) * array.dtype.itemsize)
-            total += np.asarray(value).size * array.dtype.itemsize * ratio
+            total += int(np.prod(value.shape)) * array.dtype.itemsize * ratio
     return total
 
 
