@@ -215,10 +215,20 @@ class Mosaic:
         return sum(sample[k].size * self.group[k].dtype.itemsize for k in self.arrays)
 
 
-def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples: int, compression: str) -> Path:
+def read_share(dataset, arrays: tuple[str, ...]) -> float:
+    """The share of the bytes of a packed sample's ``arrays`` that the loop's native batch of ``dataset`` reads
+    (SoftCon, CromSS: one season of the images)."""
+    store = batch_reader(dataset).store
+    stored = sum(int(np.prod(store.arrays[k].shape[1:])) * store.arrays[k].dtype.itemsize for k in arrays)
+    return min(1.0, disk_bytes_per_sample(dataset, compressed=False) / stored)
+
+
+def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples: int, compression: str,
+                    share: float) -> Path:
     """A data root under ``stores`` with real-sized samples (:class:`Mosaic`) of the chapter's dataset, per
     split of the sample-world store, packed like any store (once per run and dataset): at least ``samples``
-    and at least ``WORKING_SET`` bytes of them in the training split, a few of them in the others."""
+    in the training split, and enough that a worker reads ``WORKING_SET`` bytes of them (``share``: the share
+    of a sample's bytes it reads); a few in the others."""
     import zarr
 
     data = CHAPTER_DATA[chapter]
@@ -236,7 +246,7 @@ def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples:
         rows = np.flatnonzero(splits == split)
         mosaic = Mosaic(group, rows, min(len(rows), 8), data.arrays, px, data.real_px, store.dtypes)
         if split in ("", "train"):  # what the chapters pretrain on
-            mosaic.count = max(samples, -(-WORKING_SET // mosaic.sample_bytes()))
+            mosaic.count = max(samples, math.ceil(WORKING_SET / (mosaic.sample_bytes() * share)))
         parts.append((split or None, mosaic))
     keep = {"format", "variables", "seasonal", "dtypes"}
     attrs = {k: v for k, v in store.attrs.items() if k not in keep}
@@ -248,9 +258,9 @@ def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples:
     return stores / f"real-{chapter}"
 
 
-def disk_bytes_per_sample(dataset) -> float:
+def disk_bytes_per_sample(dataset, compressed: bool = True) -> float:
     """Bytes of chunk files read per sample: each array's on-disk share of what a native batch of the packed
-    reader under ``dataset`` reads (compressed chunks count their compressed size)."""
+    reader under ``dataset`` reads (compressed chunks count their compressed size, unless not ``compressed``)."""
     reader = batch_reader(dataset)
     reader.native = True
     try:
@@ -261,7 +271,7 @@ def disk_bytes_per_sample(dataset) -> float:
     for key, value in raw.items():
         if key in reader.store.arrays:
             array = reader.store.arrays[key]
-            ratio = array.chunk_bytes() / (np.prod(array.chunks) * array.dtype.itemsize)
+            ratio = array.chunk_bytes() / (np.prod(array.chunks) * array.dtype.itemsize) if compressed else 1.0
             total += int(np.prod(value.shape)) * array.dtype.itemsize * ratio
     return total
 
@@ -277,7 +287,8 @@ def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu
     pixel_ratio = (sample_px / data.real_px) ** 2
 
     sample_root = packed_root(chapter, folder_cfg, world, stores, compression)
-    real_root = real_sized_root(chapter, folder_cfg, sample_root, stores, samples, compression)
+    share = read_share(pretraining_data(chapter, full_profile(chapter, world_size, str(sample_root)))[0], data.arrays)
+    real_root = real_sized_root(chapter, folder_cfg, sample_root, stores, samples, compression, share)
     roots = {"folder": "", "packed": str(sample_root), "real px": str(real_root)}
     rows = []
     needed = gpu_flops / flops_per_sample(chapter, world_size, str(real_root))
