@@ -22,9 +22,9 @@ ID_WIDTH = 160  # characters kept of string values (patch ids are < 100)
 #: Samples per chunk: a power of two, at most this many (a batch of 256 then spans at least 4 chunks, and the
 #: chunk-aligned sampler's blocks stay small against an epoch) ...
 MAX_SAMPLES_PER_CHUNK = 64
-#: ... and at most this many bytes per chunk, decoded (a 264 px SSL4EO-S12 season of 13 float32 bands is
-#: 3.6 MB: one per chunk; a BigEarthNet S2 patch is 0.7 MB: 4 per chunk; labels: 64 per chunk). Beyond a few
-#: MB a chunk file costs its bytes, not its opening, so larger chunks would only coarsen the shuffle.
+#: ... and at most this many bytes per chunk, decoded (a 264 px SSL4EO-S12 season of 13 int16 bands is
+#: 1.8 MB: 2 per chunk; a 120 px BigEarthNet S2 patch is 0.35 MB: 8 per chunk; labels: 64 per chunk). Beyond a
+#: few MB a chunk file costs its bytes, not its opening, so larger chunks would only coarsen the shuffle.
 CHUNK_BYTES = 4 << 20
 BATCH = 128  # samples appended per xarray write (a multiple of every chunk): bounds memory for any dataset
 
