@@ -3,7 +3,8 @@
 Readers split their work in two: ``raw_sample(i)`` returns numpy arrays as they lie on disk (after
 resampling to a common grid) and ``to_sample(raw)`` turns them into tensors (normalisation, label
 mapping). The packed store (:mod:`eobook.data.store`) saves ``raw_sample`` output, so the same class
-reads a folder or a packed store and returns identical samples.
+reads a folder or a packed store and returns the same samples (packed S2 reflectances rounded to whole DN: see
+:mod:`eobook.data.store`).
 """
 from __future__ import annotations
 

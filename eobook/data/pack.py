@@ -2,7 +2,8 @@
 
 ``pack(datasets, out, attrs)`` writes, through xarray, every ``raw_sample`` of one or more readers;
 ``prepare(name, root, out)`` does it for a dataset folder. Giving the store's path as ``root`` to the same
-reader class reads it back, so a folder and its packed copy yield identical samples.
+reader class reads it back, so a folder and its packed copy yield the same samples (see the store for the one
+rounding).
 """
 from __future__ import annotations
 
