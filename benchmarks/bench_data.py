@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from eobook.chapters import chapter_names, get_chapter, get_profile
 from eobook.data import ensure_sample_world
@@ -150,12 +149,6 @@ def tensor_bytes(value) -> int:
     if isinstance(value, (list, tuple)):
         return sum(tensor_bytes(v) for v in value)
     return 0
-
-
-def image_side(batch: dict) -> int:
-    """The largest square spatial side among the batch's tensors."""
-    return max((v.shape[-1] for v in batch.values()
-                if isinstance(v, torch.Tensor) and v.ndim >= 3 and v.shape[-1] == v.shape[-2]), default=0)
 
 
 def flops_per_sample(chapter: str, world_size: str, data_root: str) -> float:
