@@ -1,26 +1,34 @@
-"""Input pipeline per chapter: samples/s of one data-loading worker (folder vs packed) against the step rate.
+"""Input pipeline per chapter: samples/s of one data-loading worker against the samples/s one GPU consumes.
 
 For each chapter it builds the pretraining dataset of the ``full`` profile (its dataset options and the
-per-sample CPU work, e.g. seasons, resizing) on the synthetic sample world, once from the native folder and
-once from a packed zarr store made with ``eobook.data.pack.prepare``, and times ONE worker: ``dataset[i]``
-plus the chapter's collate over batches, in a single process on one torch thread, as a DataLoader worker does.
+per-sample CPU work, e.g. seasons) three times and times ONE worker on each, as a DataLoader worker runs:
+one process, one torch thread, the batches of the loop's sampler (chunk-aligned on a packed store), each
+read with the dataset's ``__getitems__`` where it has one (else ``dataset[i]`` per index) and collated.
 
-It then counts the FLOPs per sample of the full-size pretraining step (``bench_train.bench_one``, once on the
-CPU at batch 2) and turns an assumed GPU throughput (default: an H100's 989 TFLOP/s dense bf16 at 35% MFU)
-into the samples/s one GPU consumes, and so into the workers needed to feed it.
+* ``folder``: the synthetic sample world's native files;
+* ``packed``: a packed store of it (``eobook.data.pack.prepare``);
+* ``real px``: a packed store of real-sized patches (BigEarthNet 120 px, SSL4EO-S12 264 px, MMEarth 64 px),
+  each a mosaic of sample-world patches (distinct ones, so that the store compresses like the sample world,
+  not like repeated pixels), holding only the arrays the chapter reads.
 
-The sample world's patches are smaller than the real datasets' (tiny world: 48 px BigEarthNet vs 120 px), so
-each rate is printed as measured and scaled by the pixel-count ratio to the real patch size. The scaled
-value is a pessimistic estimate: per-file and per-item overheads do not grow with the pixels.
+The sample world's patches are smaller than the real ones, so its two rows are also printed scaled by the
+pixel-count ratio (a pessimistic estimate: per-file and per-batch costs do not grow with the pixels); the
+``real px`` row needs no scaling. The FLOPs per sample are counted on the real-sized store's batches (the
+full-size pretraining step, ``bench_train.bench_one``, once on the CPU at batch 2), and an assumed GPU
+throughput (default: an H100's 989 TFLOP/s dense bf16 at 35% MFU) gives the samples/s one GPU consumes,
+and so the workers needed to feed it. Bytes per sample: as delivered to the GPU (the collated batch), and
+as read from disk (the compressed chunks of the arrays read); their product with the needed samples/s is
+the bandwidth one GPU needs from memory and from storage.
 
     python -m eobook bench data                                   # every chapter, tiny sample world
-    python -m eobook bench data --size small --chapters dino_mm cromss --samples 16
+    python -m eobook bench data --size small --chapters dino_mm cromss --samples 64
 
-Prints numbers; asserts nothing.
+Prints a table and, last, one JSON line (``workers_per_gpu`` from the ``real px`` rows); asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -28,13 +36,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from eobook.chapters import chapter_names, get_chapter, get_profile
 from eobook.data import ensure_sample_world
-from eobook.data.pack import prepare
+from eobook.data.base import BatchCollate
+from eobook.data.pack import COMPRESSIONS, pack, prepare
+from eobook.data.store import open_packed
 from eobook.data.world import SIZES
+from eobook.train.loop import ResumableBatchSampler, batch_reader, native_batches, samples_per_block
 
 # benchmarks/ is a folder of scripts, not a package: make the sibling script importable to reuse its helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,21 +60,30 @@ class ChapterData:
     path: str  #: the dataset under the data root; ``{field}`` is filled from the profile
     sample_px_field: str  #: the WorldSize field with the sample world's patch side
     real_px: int  #: patch side of the real dataset (BigEarthNet 120, SSL4EO-S12 264, MMEarth64 64)
+    arrays: tuple[str, ...]  #: the store's arrays the chapter's pretraining reads
     augmentation: str  #: where the per-sample augmentation runs (read from the chapter's code)
 
 
 CHAPTER_DATA = {
-    "dino_mm": ChapterData("BigEarthNetMM", "BigEarthNet-MM", "ben_px", 120,
+    "dino_mm": ChapterData("BigEarthNetMM", "BigEarthNet-MM", "ben_px", 120, ("s2", "s1", "label", "label43"),
                            "GPU: multi-crop 2x112 + 8x48 and sensor drop batched in forward"),
-    "fus_mae": ChapterData("BigEarthNetMM", "BigEarthNet-MM", "ben_px", 120,
+    "fus_mae": ChapterData("BigEarthNetMM", "BigEarthNet-MM", "ben_px", 120, ("s2", "s1", "label", "label43"),
                            "GPU: antialiased resize to 128 px batched in forward; no augmentation, masking in forward"),
     "multimae_eo": ChapterData("MMEarth", "MMEarth/{mmearth_file}", "mmearth_px", 64,
+                               ("s2", "elevation", "worldcover", "s2_level"),
                                "GPU: resize to 56 px and flip in forward"),
-    "softcon": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264,
-                           "CPU: one random season; GPU: 2 random-resized 224 crops + jitter in forward"),
-    "cromss": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264,
-                          "CPU: all 4 seasons read; GPU: season pick, smoothing, 256 crop/flip/rot in forward"),
+    "softcon": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264, ("s2c", "multilabel", "has_multilabel"),
+                           "reader: one random season; GPU: 2 random-resized 224 crops + jitter in forward"),
+    "cromss": ChapterData("SSL4EOS12", "SSL4EO-S12", "ssl4eo_px", 264, ("s1", "s2c", "dw"),
+                          "reader: the drawn season's S1 + S2 (packed) and all 4 DW masks; GPU: smoothing, 256 "
+                          "crop/flip/rot in forward"),
 }
+
+#: Each rate is timed over whole passes over the batches lasting at least this long.
+MIN_SECONDS = 1.0
+#: Bytes of real-sized samples a worker reads per pass: more than the CPU caches (480 MiB of L3 were reported
+#: here), so that a pass reads from memory (the page cache), not from a cache warmed by the previous pass.
+WORKING_SET = 1 << 30
 
 #: Profile fields that cannot be used offline and change neither the data nor the FLOPs.
 OFFLINE_OVERRIDES = {"softcon": {"weights": ""}}
@@ -81,114 +101,248 @@ def full_profile(chapter: str, world_size: str, data_root: str = ""):
 def pretraining_data(chapter: str, cfg):
     """(dataset, collate) exactly as ``build_pretraining`` returns them; the module is dropped."""
     _, dataset, collate, _ = get_chapter(chapter).build_pretraining(cfg)
-    return dataset, collate or default_collate
+    return dataset, collate
 
 
-def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> float:
-    """Samples/s of one worker: ``dataset[i]`` for ``samples`` indices, collated ``batch`` at a time."""
+def timed_batches(dataset, samples: int, batch: int, seed: int = 0) -> list[list[int]]:
+    """The index batches a worker reads: the loop's sampler over the first ``samples`` indices (chunk-aligned
+    where the dataset reads a packed store in batches, as in ``fit``)."""
+    n = min(samples, len(dataset))
+    sampler = ResumableBatchSampler(n, min(batch, n), seed, drop_last=False, block=samples_per_block(dataset))
+    return list(sampler)
+
+
+def read_batch(dataset, collate, indices: list[int]):
+    """One batch as a DataLoader worker makes it (``__getitems__`` where the dataset has it; native, not
+    normalised, where ``fit`` normalises on the device)."""
+    data = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
+    return collate(data)
+
+
+def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> tuple[float, float]:
+    """(samples/s, bytes per sample delivered) of one worker reading the loop's batches of ``samples`` indices."""
     threads = torch.get_num_threads()
     # DataLoader workers run torch on one thread; with more, per-sample ops (e.g. Fus-MAE's former
     # per-sample resize) were 15x slower here, paying thread start-up on cores other jobs keep busy.
     torch.set_num_threads(1)
+    collate = BatchCollate(collate)
+    batches = timed_batches(dataset, samples, batch)
+    dataset, _ = native_batches(dataset)  # as fit's loader reads it
     try:
-        collate([dataset[0]])  # opens files / zarr groups once, as a worker does before its first batch
-        n = min(samples, len(dataset))
-        start = time.perf_counter()
-        for first in range(0, n, batch):
-            collate([dataset[i] for i in range(first, min(first + batch, n))])
-        return n / (time.perf_counter() - start)
+        read_batch(dataset, collate, batches[0])  # opens files / zarr groups once, as a worker does first
+        start, delivered, n = time.perf_counter(), 0, 0
+        while n == 0 or time.perf_counter() - start < MIN_SECONDS:  # whole passes over the batches
+            for indices in batches:
+                delivered += tensor_bytes(read_batch(dataset, collate, indices))
+                n += len(indices)
+        return n / (time.perf_counter() - start), delivered / n
     finally:
         torch.set_num_threads(threads)
 
 
-def image_side(batch: dict) -> int:
-    """The largest square spatial side among the batch's tensors."""
-    return max((v.shape[-1] for v in batch.values()
-                if isinstance(v, torch.Tensor) and v.ndim >= 3 and v.shape[-1] == v.shape[-2]), default=0)
+def tensor_bytes(value) -> int:
+    """Bytes of the tensors in a collated batch (what travels to the GPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
 
 
-def flops_per_sample(chapter: str, world_size: str, real_px: int, input_side: int) -> float:
-    """FLOPs of one sample in the full-size pretraining step (forward + backward), counted on the CPU at batch 2.
-
-    Batches smaller than the real patches are upsampled to ``real_px`` first (``input_side``, the side the
-    dataset delivers, decides), because CromSS crops 256 px from its input."""
-    overrides = {"world_size": world_size, **OFFLINE_OVERRIDES.get(chapter, {})}
-    side = real_px if input_side < real_px else 0
-    row = bench_one(chapter, "full", batch=2, steps=1, device="cpu", amp="off", compile_=False,
-                    overrides=overrides, side=side)
+def flops_per_sample(chapter: str, world_size: str, data_root: str) -> float:
+    """FLOPs of one sample in the full-size pretraining step (forward + backward), counted on the CPU at batch 2
+    on the batches of ``data_root`` (the real-sized store: CromSS crops 256 px from its 264 px tiles)."""
+    overrides = {"world_size": world_size, "data_root": data_root, **OFFLINE_OVERRIDES.get(chapter, {})}
+    row = bench_one(chapter, "full", batch=2, steps=1, device="cpu", amp="off", compile_=False, overrides=overrides)
     return row["gflop_per_step"] * 1e9 / row["batch"]
 
 
-def packed_root(chapter: str, cfg, world: Path, stores: Path) -> Path:
+def packed_root(chapter: str, cfg, world: Path, stores: Path, compression: str) -> Path:
     """A data root under ``stores`` holding the chapter's dataset packed at its usual path (packed once per run)."""
-    data = CHAPTER_DATA[chapter]
-    relative = data.path.format_map(vars(cfg))
-    out = stores / relative
+    relative = CHAPTER_DATA[chapter].path.format_map(vars(cfg))
+    out = stores / "sample" / relative
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        prepare(data.reader, world / relative, out)
+        prepare(CHAPTER_DATA[chapter].reader, world / relative, out, compression=compression)
         print(f"  packed {relative} in {time.perf_counter() - start:.1f} s")
-    return stores
+    return stores / "sample"
 
 
-def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu_flops: float) -> list[dict]:
-    """Rows (folder, packed) of one chapter: measured and scaled samples/s, needed samples/s, workers."""
+class Mosaic:
+    """``count`` real-sized raw samples made of a packed sample-world store's ``rows``: each spatial array (last
+    two axes ``px`` x ``px``) a mosaic of ``ceil(real / px)^2`` sample-world patches cropped to ``real`` px,
+    the patches of sample i ``rows[(i + j * (1 + i // len(rows))) % len(rows)]`` for tile j (so that no two
+    samples repeat each other while there are fewer rows than samples); the other arrays those of
+    ``rows[i % len(rows)]``; ``arrays`` only. A ``raw_sample`` source for :func:`eobook.data.pack.pack`."""
+
+    def __init__(self, group, rows: np.ndarray, count: int, arrays: tuple[str, ...], px: int, real: int,
+                 raw_dtypes: dict):
+        self.group, self.rows, self.count, self.arrays, self.px, self.real = group, rows, count, arrays, px, real
+        self.raw_dtypes = raw_dtypes  # raw_sample's dtypes of the arrays the source stores narrower ...
+        self.PACKED_DTYPES = {k: str(group[k].dtype) for k in raw_dtypes}  # ... and stored as narrow again
+        self.tiles = -(-real // px)
+        self.columns = {key: group[key][:] for key in arrays}  # the sample-world arrays, small
+
+    def __len__(self) -> int:
+        return self.count
+
+    def raw_sample(self, i: int) -> dict:
+        m = len(self.rows)
+        out = {"id": f"mosaic{i}"}
+        neighbours = [int(self.rows[(i + j * (1 + i // m)) % m]) for j in range(self.tiles ** 2)]
+        for key in self.arrays:
+            value = self.columns[key][int(self.rows[i % m])]
+            if value.ndim >= 2 and value.shape[-2:] == (self.px, self.px):
+                grid = self.columns[key][neighbours].reshape(self.tiles, self.tiles, *value.shape)
+                rows = np.concatenate([np.concatenate(list(row), axis=-1) for row in grid], axis=-2)
+                value = rows[..., :self.real, :self.real]
+            out[key] = value.astype(self.raw_dtypes.get(key, value.dtype))
+        return out
+
+    def sample_bytes(self) -> int:
+        """Bytes of one sample as stored."""
+        sample = self.raw_sample(0)
+        return sum(sample[k].size * self.group[k].dtype.itemsize for k in self.arrays)
+
+
+def read_share(dataset, arrays: tuple[str, ...]) -> float:
+    """The share of the bytes of a packed sample's ``arrays`` that the loop's native batch of ``dataset`` reads
+    (SoftCon, CromSS: one season of the images)."""
+    store = batch_reader(dataset).store
+    stored = sum(int(np.prod(store.arrays[k].shape[1:])) * store.arrays[k].dtype.itemsize for k in arrays)
+    return min(1.0, disk_bytes_per_sample(dataset, compressed=False) / stored)
+
+
+def real_sized_root(chapter: str, cfg, sample_root: Path, stores: Path, samples: int, compression: str,
+                    share: float) -> Path:
+    """A data root under ``stores`` with real-sized samples (:class:`Mosaic`) of the chapter's dataset, per
+    split of the sample-world store, packed like any store (once per run and dataset): at least ``samples``
+    in the training split, and enough that a worker reads ``WORKING_SET`` bytes of them (``share``: the share
+    of a sample's bytes it reads); a few in the others."""
+    import zarr
+
+    data = CHAPTER_DATA[chapter]
+    relative = data.path.format_map(vars(cfg))
+    out = stores / f"real-{chapter}" / relative
+    if out.exists():
+        return stores / f"real-{chapter}"
+    source = sample_root / relative
+    group = zarr.open_group(str(source), mode="r")
+    store = open_packed(source, data.reader, None)
+    px = int(group[data.arrays[0]].shape[-1])
+    splits = group["split"][:].astype(str)
+    parts = []
+    for split in dict.fromkeys(splits):
+        rows = np.flatnonzero(splits == split)
+        mosaic = Mosaic(group, rows, min(len(rows), 8), data.arrays, px, data.real_px, store.dtypes)
+        if split in ("", "train"):  # what the chapters pretrain on
+            mosaic.count = max(samples, math.ceil(WORKING_SET / (mosaic.sample_bytes() * share)))
+        parts.append((split or None, mosaic))
+    keep = {"format", "variables", "seasonal", "dtypes"}
+    attrs = {k: v for k, v in store.attrs.items() if k not in keep}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    pack(parts, out, attrs, seasonal=[k for k in data.arrays if k in store.seasonal], compression=compression)
+    print(f"  packed {relative} at {data.real_px} px in {time.perf_counter() - start:.1f} s "
+          f"({sum(len(m) for _, m in parts)} samples)")
+    return stores / f"real-{chapter}"
+
+
+def disk_bytes_per_sample(dataset, compressed: bool = True) -> float:
+    """Bytes of chunk files read per sample: each array's on-disk share of what a native batch of the packed
+    reader under ``dataset`` reads (compressed chunks count their compressed size, unless not ``compressed``)."""
+    reader = batch_reader(dataset)
+    reader.native = True
+    try:
+        raw = reader.read_raw_batch([0])
+    finally:
+        reader.native = False
+    total = 0.0
+    for key, value in raw.items():
+        if key in reader.store.arrays:
+            array = reader.store.arrays[key]
+            ratio = array.chunk_bytes() / (np.prod(array.chunks) * array.dtype.itemsize) if compressed else 1.0
+            total += int(np.prod(value.shape)) * array.dtype.itemsize * ratio
+    return total
+
+
+def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu_flops: float,
+                  compression: str) -> list[dict]:
+    """Rows (folder, packed, real px) of one chapter: measured and scaled samples/s, needed samples/s, workers,
+    bytes per sample."""
     data = CHAPTER_DATA[chapter]
     world = ensure_sample_world(world_size, 0)
     folder_cfg = full_profile(chapter, world_size)
-    batch = min(folder_cfg.batch_size, samples)
     sample_px = getattr(SIZES[world_size], data.sample_px_field)
     pixel_ratio = (sample_px / data.real_px) ** 2
 
-    folder_set, collate = pretraining_data(chapter, folder_cfg)
-    side = image_side(collate([folder_set[0]]))
-    rates = {"folder": worker_samples_per_second(folder_set, collate, samples, batch)}
-    packed_cfg = full_profile(chapter, world_size, str(packed_root(chapter, folder_cfg, world, stores)))
-    packed_set, collate = pretraining_data(chapter, packed_cfg)
-    rates["packed"] = worker_samples_per_second(packed_set, collate, samples, batch)
-
-    needed = gpu_flops / flops_per_sample(chapter, world_size, data.real_px, side)
+    sample_root = packed_root(chapter, folder_cfg, world, stores, compression)
+    share = read_share(pretraining_data(chapter, full_profile(chapter, world_size, str(sample_root)))[0], data.arrays)
+    real_root = real_sized_root(chapter, folder_cfg, sample_root, stores, samples, compression, share)
+    roots = {"folder": "", "packed": str(sample_root), "real px": str(real_root)}
     rows = []
-    for store, rate in rates.items():
-        scaled = rate * pixel_ratio
+    needed = gpu_flops / flops_per_sample(chapter, world_size, str(real_root))
+    for store, root in roots.items():
+        dataset, collate = pretraining_data(chapter, full_profile(chapter, world_size, root))
+        timed = len(dataset) if store == "real px" else samples  # the real-sized store's whole working set
+        rate, delivered = worker_samples_per_second(dataset, collate, timed, min(folder_cfg.batch_size, timed))
+        scaled = rate if store == "real px" else rate * pixel_ratio
         workers = math.ceil(needed / scaled)
-        rows.append({"chapter": chapter, "store": store, "px": f"{sample_px}->{data.real_px}", "measured": rate,
-                     "scaled": scaled, "needed": needed, "workers": workers, "num_workers": folder_cfg.num_workers,
-                     "keeps_up": workers <= folder_cfg.num_workers, "augmentation": data.augmentation})
+        disk = disk_bytes_per_sample(dataset) if store == "real px" else float("nan")
+        rows.append({"chapter": chapter, "store": store,
+                     "px": f"{data.real_px}" if store == "real px" else f"{sample_px}->{data.real_px}",
+                     "measured": rate, "scaled": scaled, "needed": needed, "workers": workers,
+                     "num_workers": folder_cfg.num_workers, "keeps_up": workers <= folder_cfg.num_workers,
+                     "mb_per_sample": delivered / 1e6, "disk_mb_per_sample": disk / 1e6,
+                     "gpu_gb_s": needed * delivered / 1e9, "disk_gb_s": needed * disk / 1e9,
+                     "augmentation": data.augmentation})
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'chapter':<12} {'store':<7} {'px':>8} {'measured':>9} {'scaled':>8} {'needed':>8} {'workers':>8} "
-          f"{'profile':>8} {'keeps up':>8}  augmentation")
+    print(f"\n{'chapter':<12} {'store':<8} {'px':>8} {'measured':>9} {'scaled':>8} {'needed':>8} {'workers':>8} "
+          f"{'profile':>8} {'keeps up':>8} {'MB/smp':>7} {'disk MB':>7} {'GB/s':>6} {'disk GB/s':>9}  augmentation")
     for r in rows:
-        print(f"{r['chapter']:<12} {r['store']:<7} {r['px']:>8} {r['measured']:>9.3g} {r['scaled']:>8.3g} "
-              f"{r['needed']:>8.0f} {r['workers']:>8} {r['num_workers']:>8} {'yes' if r['keeps_up'] else 'no':>8}  "
-              f"{r['augmentation']}")
-    print("measured: samples/s of one worker on the sample world's patches; scaled: the same times "
-          "(sample px / real px)^2, the estimate for real patches; needed: samples/s one GPU consumes; "
-          "workers: ceil(needed / scaled); profile: the full profile's num_workers.")
+        print(f"{r['chapter']:<12} {r['store']:<8} {r['px']:>8} {r['measured']:>9.3g} {r['scaled']:>8.3g} "
+              f"{r['needed']:>8.0f} {r['workers']:>8} {r['num_workers']:>8} {'yes' if r['keeps_up'] else 'no':>8} "
+              f"{r['mb_per_sample']:>7.3g} {r['disk_mb_per_sample']:>7.3g} {r['gpu_gb_s']:>6.3g} "
+              f"{r['disk_gb_s']:>9.3g}  {r['augmentation']}")
+    print("measured: samples/s of one worker; scaled: the sample world's rates times (sample px / real px)^2, the "
+          "estimate for real patches (the real px row is measured on real-sized patches); needed: samples/s one GPU "
+          "consumes; workers: ceil(needed / scaled); profile: the full profile's num_workers; MB/smp: bytes per "
+          "sample delivered (the collated batch); disk MB: compressed bytes read per sample; GB/s, disk GB/s: "
+          "what one GPU needs of each.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny", choices=("tiny", "small"), help="sample world read")
     parser.add_argument("--chapters", nargs="+", default=None, choices=chapter_names(), help="default: every chapter")
-    parser.add_argument("--samples", type=int, default=32, help="samples timed per chapter and store")
+    parser.add_argument("--samples", type=int, default=32,
+                        help="samples timed per chapter from the sample world (the real-sized store: all of its "
+                             "training samples, at least this many and 1 GiB)")
     parser.add_argument("--gpu-tflops", type=float, default=989.0, help="GPU peak (H100 dense bf16: 989)")
     parser.add_argument("--mfu", type=float, default=0.35, help="assumed fraction of the peak the step reaches")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default="none", help="the packed stores' chunks")
     args = parser.parse_args()
 
     gpu_flops = args.gpu_tflops * 1e12 * args.mfu
-    print(f"{args.size} sample world, {args.samples} samples per store, one worker (1 torch thread); "
-          f"GPU assumed at {args.gpu_tflops:g} TFLOP/s x {args.mfu:.0%} MFU")
+    print(f"{args.size} sample world, {args.samples} samples per store ({args.compression} compression), one worker "
+          f"(1 torch thread); GPU assumed at {args.gpu_tflops:g} TFLOP/s x {args.mfu:.0%} MFU")
     rows = []
     with tempfile.TemporaryDirectory() as stores:
         for chapter in args.chapters or chapter_names():
             print(f"{chapter} ...", flush=True)
-            rows += bench_chapter(chapter, args.size, Path(stores), args.samples, gpu_flops)
+            rows += bench_chapter(chapter, args.size, Path(stores), args.samples, gpu_flops, args.compression)
     print_table(rows)
+    real = [r for r in rows if r["store"] == "real px"]
+    print(json.dumps({"workers_per_gpu": {r["chapter"]: r["workers"] for r in real}, "gpu_tflops": args.gpu_tflops,
+                      "mfu": args.mfu,
+                      "mb_per_sample": {r["chapter"]: round(r["mb_per_sample"], 3) for r in real},
+                      "disk_gb_s_per_gpu": {r["chapter"]: round(r["disk_gb_s"], 2) for r in real}}))
 
 
 if __name__ == "__main__":

@@ -685,3 +685,33 @@ def test_profiles_follow_the_paper_and_refuse_bad_values():
             cromss.CHAPTER.profile("tiny", **{field: value})
     with pytest.raises(ConfigError, match="beta, mu"):
         cromss.CHAPTER.profile("tiny", beta=0.6, mu=0.5)
+
+
+def test_packed_batches_carry_the_drawn_season_only(tmp_path):
+    """From a packed store, fit's native batches hold the images of one season per location (season_for's draw,
+    given as ``season``) beside the masks of all four; normalised on the device they equal that season of the
+    samples, and the step takes the season from the batch."""
+    from eobook.data import SSL4EOS12, ensure_sample_world
+    from eobook.data.pack import prepare
+    from eobook.data.ssl4eo import season_for
+    from eobook.train.loop import native_batches
+
+    store = prepare("SSL4EOS12", ensure_sample_world("tiny", 0) / "SSL4EO-S12", tmp_path / "ssl.zarr")
+    dataset = SSL4EOS12(store, modalities=("s1", "s2c"), seasons="all", dw_labels=True, seed=4, native_season="random")
+    dataset.set_epoch(2)
+    loaded, on_device = native_batches(dataset)
+    indices = [3, 0, 7]
+    batch = on_device(loaded.__getitems__(indices).collated)
+    assert batch["s2"].shape[1] == 13 and batch["s2"].ndim == 4 and batch["dw"].ndim == 4
+    for row, i in enumerate(indices):
+        season = season_for(4, 2, i)
+        assert int(batch["season"][row]) == season
+        sample = dataset[i]  # samples read otherwise keep all four seasons
+        assert torch.equal(batch["s2"][row], sample["s2"][season]) and torch.equal(batch["s1"][row], sample["s1"][season])
+        assert torch.equal(batch["dw"][row], sample["dw"])
+    module = CromSS("late", num_classes=9, **{**TINY, "crop_size": 36})
+    module.flip_prob = module.rotate_prob = 0.0
+    images, labels, _ = module.pick_season_and_augment(batch, GeneratorRandom(0))
+    assert torch.equal(labels, batch["dw"][torch.arange(3), batch["season"]])
+    with pytest.raises(ValueError, match="native_season"):
+        SSL4EOS12(store, seasons="random", native_season="random")

@@ -587,3 +587,29 @@ def test_split_summary_names_the_patches_the_sen12ms_reader_drops(tmp_path):
     line = fm.split_summary(cfg, data)
     assert "1 listed patch(es) dropped by the reader: ROIs1868_summer_s2_146_p202.tif" in line
     assert f"data_root {tmp_path}" in line and f": {len(data)} patches" in line
+
+
+def test_paired_patches_pass_packed_batches_through(tmp_path):
+    """From a packed store, PairedPatches hands the reader's batch read on (fit's loader then reads it native and
+    normalises it on the device): the result equals the pairs collated one by one."""
+    from torch.utils.data import default_collate
+
+    from eobook.data import ensure_sample_world
+    from eobook.data.base import BatchCollate, CollatedBatch
+    from eobook.data.pack import prepare
+    from eobook.train.loop import batch_reader, native_batches
+
+    store = prepare("BigEarthNetMM", ensure_sample_world("tiny", 0) / "BigEarthNet-MM", tmp_path / "ben.zarr")
+    pairs = fm.PairedPatches(BigEarthNetMM(store, split="train"))
+    indices = [7, 2, 40, 2]
+    expected = default_collate([pairs[i] for i in indices])
+    batch = pairs.__getitems__(indices)
+    assert isinstance(batch, CollatedBatch)
+    for key, value in BatchCollate()(batch).items():
+        assert torch.equal(value, expected[key]), key
+    assert batch_reader(pairs) is pairs.base
+    loaded, on_device = native_batches(pairs)
+    native = loaded.__getitems__(indices).collated
+    assert native["s2"].dtype == torch.int16
+    for key, value in on_device(native).items():
+        assert torch.equal(value, expected[key]), key

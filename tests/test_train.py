@@ -181,6 +181,49 @@ def test_sampler_shards_a_global_batch_over_ranks():
         ResumableBatchSampler(32, 7, seed=0, dist=DistInfo(0, 2, 0))
 
 
+def test_chunk_aligned_sampler_visits_every_index_once_seeded_and_resumable():
+    """Blocks of 16 (a packed store's samples per chunk), 203 samples (a partial last block): every index once
+    per epoch, the same order for the same seed and epoch, another for the next epoch, a resume mid-epoch
+    continues the same order, and each batch draws from the few chunks of its window."""
+    def epoch_batches(epoch, start=0, seed=5):
+        sampler = ResumableBatchSampler(203, 8, seed=seed, drop_last=False, block=16, window_batches=2)
+        sampler.set_epoch(epoch, start)
+        return list(sampler)
+
+    first = epoch_batches(0)
+    assert sorted(i for batch in first for i in batch) == list(range(203))
+    assert first == epoch_batches(0) and first != epoch_batches(1) and first != epoch_batches(0, seed=6)
+    assert epoch_batches(0, start=7) == first[7:]
+    assert max(len({i // 16 for i in batch}) for batch in first) <= 2  # a window: 16 samples, one chunk
+    assert first != [sorted(b) for b in first]  # shuffled within the window too
+    full = ResumableBatchSampler(203, 8, seed=5, block=1)
+    assert list(full) == list(ResumableBatchSampler(203, 8, seed=5))  # block 1: the full permutation as before
+    with pytest.raises(ValueError, match="block, window_batches"):
+        ResumableBatchSampler(203, 8, seed=5, block=0)
+
+
+def test_samples_per_block_follows_batched_readers_only(tmp_path):
+    """The loop aligns its sampler to a packed store's chunks only where whole batches reach the reader."""
+    from torch.utils.data import Subset
+
+    from eobook.data import BigEarthNetMM, ensure_sample_world
+    from eobook.data.pack import prepare
+    from eobook.train.loop import samples_per_block
+
+    world = ensure_sample_world("tiny", 0)
+    packed = BigEarthNetMM(prepare("BigEarthNetMM", world / "BigEarthNet-MM", tmp_path / "ben.zarr"), split="train")
+    k = packed.store.samples_per_chunk
+    assert k > 1 and samples_per_block(packed) == samples_per_block(Subset(packed, range(10))) == k
+    assert samples_per_block(Subset(packed, [3, 1])) == 1  # shuffled indices: no chunk alignment left
+    assert samples_per_block(BigEarthNetMM(world / "BigEarthNet-MM", split="train")) == 1  # the folder
+
+    class PerSample(torch.utils.data.Dataset):  # a wrapper that reads one sample at a time
+        def __init__(self, base):
+            self.base = base
+
+    assert samples_per_block(PerSample(packed)) == 1
+
+
 def test_plateau_schedule_reduces_lr_when_loss_stalls():
     class Flat(Regressor):
         def forward(self, batch, ctx):

@@ -3,18 +3,20 @@
 Readers split their work in two: ``raw_sample(i)`` returns numpy arrays as they lie on disk (after
 resampling to a common grid) and ``to_sample(raw)`` turns them into tensors (normalisation, label
 mapping). The packed store (:mod:`eobook.data.store`) saves ``raw_sample`` output, so the same class
-reads a folder or a packed store and returns identical samples.
+reads a folder or a packed store and returns the same samples (packed S2 reflectances rounded to whole DN: see
+:mod:`eobook.data.store`).
 """
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence as SequenceABC
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +128,53 @@ class EODataset(Dataset):
         """``raw_sample`` from the packed store when there is one, else from the native files."""
         return self.store.read(index) if self.store is not None else self.raw_sample(index)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    #: The reader converts whole batches (:meth:`to_batch`), so a DataLoader's batch is read and converted
+    #: at once (:meth:`__getitems__`); else one sample at a time, as ``__getitem__`` does.
+    BATCHED = False
+
+    #: Set (by :class:`eobook.train.loop.NativeBatches`, while it reads a batch): ``to_batch`` of a packed
+    #: store returns the arrays as stored, not normalised, for :meth:`device_normalization` on the device.
+    native = False
+
+    def read_raw_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The raw samples ``indices`` stacked along a new first axis (``id`` a list): from a packed store one
+        read and one decompression per chunk (:meth:`~eobook.data.store.PackedStore.read_batch`), from the
+        native files one sample after the other."""
+        if self.store is not None:
+            return self.store.read_batch(indices, native=self.native)
+        return stack_raw([self.raw_sample(i) for i in indices])
+
+    def to_batch(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``to_sample`` of stacked raw samples: the batch ``default_collate`` makes of their samples."""
+        raise NotImplementedError
+
+    def device_normalization(self):
+        """What turns a ``native`` batch into the normalised one on its device
+        (:class:`~eobook.data.transforms.DeviceNormalization`); None: the reader has no native batches."""
+        return None
+
+    def __getitems__(self, indices: Sequence[int]) -> SequenceABC:
+        """The samples ``indices`` (what a DataLoader asks for). A ``BATCHED`` reader reads and converts them
+        as one batch and returns a :class:`CollatedBatch`, equal to ``[self[i] for i in indices]`` and
+        already collated; with ``on_error="skip"`` a batch holding a bad sample is read again sample by sample."""
         n = len(self)
+        indices = [self._position(i, n) for i in indices]
+        if self.BATCHED:
+            try:
+                return CollatedBatch(self.to_batch(self.read_raw_batch(indices)), len(indices))
+            except DataError:
+                if self.on_error == "raise":
+                    raise
+        return [self[i] for i in indices]
+
+    def _position(self, index: int, n: int) -> int:
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {type(self).__name__} of length {n}")
-        index %= n
+        return index % n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        index = self._position(index, n)
         for attempt in range(n):
             try:
                 return self.to_sample(self.read_raw((index + attempt) % n))
@@ -150,8 +194,47 @@ class EODataset(Dataset):
         return "\n".join(lines)
 
 
+def stack_raw(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Raw samples -> one dict of arrays with a leading batch axis (other values, e.g. ids, as lists)."""
+    return {k: np.stack([s[k] for s in samples]) if isinstance(samples[0][k], (np.ndarray, np.generic))
+            else [s[k] for s in samples] for k in samples[0]}
+
+
+class CollatedBatch(SequenceABC):
+    """A batch that a reader's ``__getitems__`` read and collated at once: ``collated`` is what
+    ``default_collate`` makes of its samples, which :class:`BatchCollate` returns as it is. As a sequence it
+    still yields the single samples (views of the batch), for any other collate function."""
+
+    def __init__(self, collated: dict[str, Any], size: int):
+        self.collated, self.size = collated, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.size))]
+        if not -self.size <= i < self.size:
+            raise IndexError(i)
+        return {k: v[i] for k, v in self.collated.items()}
+
+
+class BatchCollate:
+    """A DataLoader's collate function that passes a :class:`CollatedBatch` through (with the default
+    collation) instead of splitting it into samples and stacking them again; a picklable class, as workers
+    started by spawn need."""
+
+    def __init__(self, collate_fn: Callable | None = None):
+        self.collate_fn = collate_fn or default_collate
+
+    def __call__(self, data: Sequence) -> Any:
+        if isinstance(data, CollatedBatch) and self.collate_fn is default_collate:
+            return data.collated
+        return self.collate_fn(data)
+
+
 def to_tensors(sample: dict[str, Any]) -> dict[str, Any]:
-    """numpy arrays -> torch tensors (strings and ints pass through)."""
+    """numpy arrays -> torch tensors (tensors, strings and ints pass through)."""
     return {k: (torch.from_numpy(np.ascontiguousarray(v)) if v.ndim else torch.tensor(v.item()))
             if isinstance(v, (np.ndarray, np.generic)) else v for k, v in sample.items()}
 

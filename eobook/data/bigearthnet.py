@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .bands import BEN19_CLASSES, BEN43_CLASSES, BEN43_TO_19, S1_BANDS, S2_BAND_GSD, S2_L2A_BANDS
 from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, to_tensors
 from .store import open_packed
-from .transforms import BEN_S2_MEAN, BEN_S2_STD, DINO_MM_S1_MEAN, DINO_MM_S1_STD, normalize_s2_meanstd2, standardize
+from .transforms import (BEN_S2_MEAN, BEN_S2_STD, DINO_MM_S1_MEAN, DINO_MM_S1_STD, DeviceNormalization,
+                         normalize_s2_meanstd2, standardize)
 
 SPLITS = ("train", "val", "test")
 #: Where a split's patch names come from: the official split csvs (v1) / metadata.parquet (v2), or the
@@ -104,6 +106,8 @@ class BigEarthNetMM(EODataset):
     """
 
     label_kind, classes = "multilabel", BEN19_CLASSES
+    BATCHED = True  # to_sample's normalisation broadcasts over a leading batch axis
+    PACKED_DTYPES = {"s2": "int16"}  # reflectances stored in whole DN (see eobook.data.store)
     LAYOUT = ("BigEarthNet-v1.0/ and BigEarthNet-S1-v1.0/ patch folders with {train,val,test}.csv (v1), or "
               "BigEarthNet-S2/, BigEarthNet-S1/ and metadata.parquet (v2, reBEN)")
 
@@ -249,9 +253,19 @@ class BigEarthNetMM(EODataset):
         return raw
 
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Tensors of a raw sample, or of stacked raw samples (:meth:`to_batch`): every step is per band and pixel."""
         sample = dict(raw)
-        if self.normalize:
+        if self.normalize and not self.native:
             sample["s2"] = normalize_s2_meanstd2(raw["s2"], BEN_S2_MEAN, BEN_S2_STD)
             sample["s1"] = standardize(raw["s1"], DINO_MM_S1_MEAN, DINO_MM_S1_STD)
         return to_tensors(sample)
 
+
+    to_batch = to_sample
+
+    def device_normalization(self) -> DeviceNormalization:
+        """``to_sample``'s normalisation of a native batch, on its device."""
+        if not self.normalize:
+            return DeviceNormalization(dtypes={"s2": torch.float32, "s1": torch.float32})
+        return DeviceNormalization(meanstd2={"s2": (BEN_S2_MEAN, BEN_S2_STD)},
+                                   zscore={"s1": (DINO_MM_S1_MEAN, DINO_MM_S1_STD)})

@@ -67,6 +67,7 @@ class MMEarth(EODataset):
     The HDF5 file is opened once per process (DataLoader worker) on first use, not once per item.
     """
 
+    BATCHED = True
     LAYOUT = "data_1M_v001_64.h5 (or another MMEarth HDF5) with its _band_stats.json, _splits.json, _tile_info.json"
 
     def __init__(self, path, modalities=MODALITIES, split: str | None = "train", normalize: bool = True,
@@ -146,14 +147,27 @@ class MMEarth(EODataset):
                 "s2_level": level}
 
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
-        sample: dict[str, Any] = {"id": raw["id"], "s2_level": raw["s2_level"]}
+        return self._convert(raw, batched=False)
+
+    def to_batch(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``to_sample`` of stacked raw samples: each row z-scored with its own tile's statistics."""
+        return self._convert(raw, batched=True)
+
+    def _convert(self, raw: dict[str, Any], batched: bool) -> dict[str, Any]:
+        """Normalised tensors of one raw sample, or of stacked ones (``batched``: a leading batch axis)."""
+        levels = [str(level) for level in raw["s2_level"]] if batched else raw["s2_level"]
+        sample: dict[str, Any] = {"id": raw["id"], "s2_level": levels}
         s2 = raw["s2"]
         if self.normalize:
-            s2_stats = self.stats[f"sentinel2_{raw['s2_level']}"]
-            s2 = standardize(s2, s2_stats["mean"], s2_stats["std"])
+            stats = [self.stats[f"sentinel2_{level}"] for level in (levels if batched else [levels])]
+            # per row, [B, C, 1, 1]: the same float32 operations as one sample's standardize
+            mean = np.asarray([s["mean"] for s in stats], np.float32)[:, :, None, None]
+            std = np.asarray([s["std"] for s in stats], np.float32)[:, :, None, None]
+            s2 = (s2.astype(np.float32) - (mean if batched else mean[0])) / (std if batched else std[0])
+        band_axis = 1 if batched else 0
         for modality in self.modalities:
             if modality in MODALITY_BANDS:
-                sample[modality] = s2[[MMEARTH_S2_BANDS.index(b) for b in MODALITY_BANDS[modality]]]
+                sample[modality] = s2.take([MMEARTH_S2_BANDS.index(b) for b in MODALITY_BANDS[modality]], band_axis)
         if "depth" in self.modalities:
             depth = raw["elevation"]
             if self.normalize:

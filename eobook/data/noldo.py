@@ -87,6 +87,8 @@ class NoLDOS12(EODataset):
     """
 
     label_kind = "segmentation"
+    BATCHED = True  # to_sample's normalisation broadcasts over a leading batch axis
+    PACKED_DTYPES = {"label": "int8"}  # class ids -1..12, stored in a byte (raw_sample's int64 when read)
     LAYOUT = ("{dw,osm}_{train,test}/ folders with image_s1/, image_s2/ and label_dw/ or label_osm/ "
               "(NoLDO-S12's ssl4eo_s12_dw.zip / ssl4eo_s12_osm.zip)")
 
@@ -124,6 +126,11 @@ class NoLDOS12(EODataset):
             return self.store.read(index, (*self.modalities, "label"))
         return self.raw_sample(index)
 
+    def read_raw_batch(self, indices) -> dict[str, Any]:
+        if self.store is not None:
+            return self.store.read_batch(indices, (*self.modalities, "label"), native=self.native)
+        return super().read_raw_batch(indices)
+
     def raw_sample(self, index: int) -> dict[str, Any]:
         name = self.names[index]
         s2_path = self.folder / "image_s2" / f"s2_{name}.tif"
@@ -152,6 +159,7 @@ class NoLDOS12(EODataset):
         return raw
 
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Tensors of a raw sample, or of stacked raw samples (:meth:`to_batch`): every step is per band and pixel."""
         sample = dict(raw)
         if self.normalize:
             if "s2" in raw:
@@ -159,3 +167,5 @@ class NoLDOS12(EODataset):
             if "s1" in raw:
                 sample["s1"] = standardize(raw["s1"], SSL4EO_S1_MEAN, SSL4EO_S1_STD)
         return to_tensors(sample)
+
+    to_batch = to_sample

@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .bands import DW_CLASSES, IGNORE_INDEX, S1_BANDS, S2_BAND_GSD, S2_L1C_BANDS, S2_L2A_BANDS, SSL4EO_BAND_FILE
-from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, to_tensors
+from .base import DataError, EODataset, read_json, read_tif, require_size, resample_to, stack_raw, to_tensors
 from .store import open_packed
 from .transforms import (SSL4EO_S1_MEAN, SSL4EO_S1_STD, SSL4EO_S2A_MEAN, SSL4EO_S2A_STD, SSL4EO_S2C_MEAN,
-                         SSL4EO_S2C_STD, normalize_s2_meanstd2, standardize)
+                         SSL4EO_S2C_STD, DeviceNormalization, normalize_s2_meanstd2, standardize)
 
 MODALITIES = ("s1", "s2a", "s2c")
+_S2_STATS = {"s2a": (SSL4EO_S2A_MEAN, SSL4EO_S2A_STD), "s2c": (SSL4EO_S2C_MEAN, SSL4EO_S2C_STD)}
 N_SEASONS = 4
 DW_NODATA = 255
 MULTILABEL_FILE = "ssl4eo_s12_ml.json"
@@ -71,14 +73,27 @@ class SSL4EOS12(EODataset):
         normalize, size, on_error: as in :class:`~eobook.data.BigEarthNetMM`.
         dw_dir: folder name of the Dynamic World masks.
         n_seasons: season folders per location (4 in SSL4EO-S12; fewer for partial copies).
+        native_season: with ``seasons="all"``, ``"random"`` makes the native batches of a packed store (what
+            ``fit``'s loader reads) hold the images of one season per location, ``season_for(seed, epoch,
+            index)`` (given as ``season``), and the labels of all seasons: what CromSS's step uses. Samples
+            read otherwise keep all seasons.
     """
 
     LAYOUT = "s1/, s2a/, s2c/ (and dw/) folders of <7-digit location id>/<product id>/ GeoTIFF bands"
+    BATCHED = True
+    #: Dynamic World classes -1..8 in a byte (raw_sample's int64 when read); reflectances in whole DN (see
+    #: eobook.data.store)
+    PACKED_DTYPES = {"dw": "int8", "s2a": "int16", "s2c": "int16"}
 
     def __init__(self, root, modalities=("s2c",), seasons: str | int = "random", dw_labels: bool = False,
                  multilabels: bool = False, seed: int = 0, normalize: bool = True, size: int | None = None,
-                 on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS):
+                 on_error: str = "raise", dw_dir: str = "dw", n_seasons: int = N_SEASONS,
+                 native_season: str | None = None):
         self.root = Path(root)
+        if native_season not in (None, "random") or (native_season and seasons != "all"):
+            raise ValueError(f"native_season: expected None, or 'random' with seasons='all', got {native_season!r} "
+                             f"with seasons={seasons!r}")
+        self.native_season = native_season
         self.modalities = tuple(modalities)
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or not self.modalities:
@@ -138,6 +153,19 @@ class SSL4EOS12(EODataset):
             # one of the store's arrays
             return self.store.read(index, self._stored_keys(), seasons) | {"seasons": seasons}
         return self.raw_sample(index, seasons)
+
+    def read_raw_batch(self, indices) -> dict[str, Any]:
+        """:meth:`read_raw` of every index, stacked: from a packed store one read per chunk and season (a native
+        batch with ``native_season``: the images of the drawn season only)."""
+        seasons = [self._season_list(i) for i in indices]
+        if self.store is None:
+            return stack_raw([self.raw_sample(i, s) for i, s in zip(indices, seasons)])
+        if self.native and self.native_season:
+            drawn = [[season_for(self.seed, self.epoch, i, self.n_seasons)] for i in indices]
+            labels = tuple(k for k in self._stored_keys() if k not in self.modalities)
+            return (self.store.read_batch(indices, self.modalities, drawn, native=True)
+                    | self.store.read_batch(indices, labels, seasons, native=True) | {"seasons": drawn})
+        return self.store.read_batch(indices, self._stored_keys(), seasons, self.native) | {"seasons": seasons}
 
     def multilabel(self, index: int) -> np.ndarray:
         """The multi-labels [T, 9] of sample ``index`` in the seasons it reads now (``seasons``, this epoch's
@@ -216,24 +244,48 @@ class SSL4EOS12(EODataset):
                 labels[row, int(name)] = 1
         return labels, labels.any(axis=1)
 
+    def _key(self, modality: str) -> str:
+        """The sample's key of ``modality``: ``s2`` for the one S2 level asked for, else the modality's name."""
+        if modality.startswith("s2") and sum(m.startswith("s2") for m in self.modalities) == 1:
+            return "s2"
+        return modality
+
     def to_sample(self, raw: dict[str, Any]) -> dict[str, Any]:
-        single = self.seasons != "all"
-        sample: dict[str, Any] = {"id": raw["id"], "season": raw["seasons"][0] if single else -1}
-        s2_key = {m: ("s2" if sum(x.startswith("s2") for x in self.modalities) == 1 else m)
-                  for m in ("s2a", "s2c")}
+        return self._convert(raw, batched=False)
+
+    def device_normalization(self) -> DeviceNormalization:
+        """``to_sample``'s normalisation of a native batch (and the Dynamic World classes' int64), on its device."""
+        dtypes = {"dw": torch.int64} if self.dw_labels else {}
+        if not self.normalize:
+            return DeviceNormalization(dtypes={**dtypes, **{self._key(m): torch.float32 for m in self.modalities}})
+        return DeviceNormalization(meanstd2={self._key(m): _S2_STATS[m] for m in self.modalities if m != "s1"},
+                                   zscore={"s1": (SSL4EO_S1_MEAN, SSL4EO_S1_STD)} if "s1" in self.modalities else {},
+                                   dtypes=dtypes)
+
+    def to_batch(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``to_sample`` of stacked raw samples (:meth:`read_raw_batch`)."""
+        return self._convert(raw, batched=True)
+
+    def _convert(self, raw: dict[str, Any], batched: bool) -> dict[str, Any]:
+        """Normalised tensors of one raw sample, or of stacked ones (``batched``: a leading batch axis)."""
+        single = self.seasons != "all" or (batched and self.native and self.native_season is not None)
+        if batched:
+            season = np.array([s[0] if single else -1 for s in raw["seasons"]], np.int64)
+        else:
+            season = raw["seasons"][0] if single else -1
+        sample: dict[str, Any] = {"id": raw["id"], "season": season}
         for modality in self.modalities:
             x = raw[modality]  # [T, C, H, W]
-            if self.normalize:
+            if self.normalize and not (batched and self.native):
                 if modality == "s1":
                     x = standardize(x, SSL4EO_S1_MEAN, SSL4EO_S1_STD)
                 else:
-                    mean, std = (SSL4EO_S2C_MEAN, SSL4EO_S2C_STD) if modality == "s2c" else (SSL4EO_S2A_MEAN, SSL4EO_S2A_STD)
-                    x = normalize_s2_meanstd2(x, mean, std)
-            sample["s1" if modality == "s1" else s2_key[modality]] = x
+                    x = normalize_s2_meanstd2(x, *_S2_STATS[modality])
+            sample[self._key(modality)] = x
         label_keys = (("dw",) if self.dw_labels else ()) + (("multilabel", "has_multilabel") if self.multilabels else ())
         for key in label_keys:
                 sample[key] = raw[key]
-        if single:
-            sample = {k: (v[0] if k in ("s1", "s2", "s2a", "s2c", "dw", "multilabel", "has_multilabel") else v)
-                      for k, v in sample.items()}
+        if single:  # drop the time axis (of the images only where the labels keep all seasons: native_season)
+            keys = {"s1", "s2", "s2a", "s2c"} | (set() if self.native_season else {"dw", "multilabel", "has_multilabel"})
+            sample = {k: ((v[:, 0] if batched else v[0]) if k in keys else v) for k, v in sample.items()}
         return to_tensors(sample)

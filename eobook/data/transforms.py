@@ -13,9 +13,11 @@ Which reader uses which statistics is stated in each reader's docstring.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from .bands import S2_L1C_BANDS, S2_L2A_BANDS
 
@@ -58,6 +60,13 @@ def _per_band(values: Sequence[float], ndim: int, band_axis: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(shape)
 
 
+def _meanstd2_bounds(mean: Sequence[float], std: Sequence[float], ndim: int, band_axis: int):
+    """(lo, hi) = mean -/+ 2 std per band, float32, shaped to broadcast along ``band_axis``."""
+    lo = _per_band(mean, ndim, band_axis) - 2 * _per_band(std, ndim, band_axis)
+    hi = _per_band(mean, ndim, band_axis) + 2 * _per_band(std, ndim, band_axis)
+    return lo, hi
+
+
 def normalize_s2_meanstd2(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
                           band_axis: int = -3) -> np.ndarray:
     """Clip each band to mean +/- 2 std and scale that interval to [0, 1] (SSL4EO-S12, DINO-MM).
@@ -69,8 +78,7 @@ def normalize_s2_meanstd2(x: np.ndarray, mean: Sequence[float], std: Sequence[fl
         float32 array of ``x``'s shape with values in [0, 1].
     """
     band_axis = band_axis % x.ndim
-    lo = _per_band(mean, x.ndim, band_axis) - 2 * _per_band(std, x.ndim, band_axis)
-    hi = _per_band(mean, x.ndim, band_axis) + 2 * _per_band(std, x.ndim, band_axis)
+    lo, hi = _meanstd2_bounds(mean, std, x.ndim, band_axis)
     return np.clip((x.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
@@ -84,3 +92,33 @@ def standardize_s1_db(x: np.ndarray, mean: Sequence[float] = DINO_MM_S1_MEAN,
                       std: Sequence[float] = DINO_MM_S1_STD, band_axis: int = -3) -> np.ndarray:
     """Standardise S1 backscatter in dB, bands (VV, VH) along ``band_axis``."""
     return standardize(x, mean, std, band_axis)
+
+
+@dataclass(frozen=True)
+class DeviceNormalization:
+    """The normalisation of a reader's native batch (its arrays as stored: uint16 reflectances, int8 classes,
+    unnormalised), run on the batch's device at the start of a training step (:func:`eobook.train.fit`).
+
+    Per key of the collated batch: ``meanstd2`` or ``zscore`` with per-band statistics (bands on axis -3), and
+    the dtype the samples have (e.g. int8 Dynamic World classes -> int64). The float32 operations are those of
+    :func:`normalize_s2_meanstd2` and :func:`standardize`, with the same float32 constants, so that the result
+    equals the samples normalised on the CPU.
+    """
+
+    meanstd2: dict[str, tuple[Sequence[float], Sequence[float]]] = field(default_factory=dict)
+    zscore: dict[str, tuple[Sequence[float], Sequence[float]]] = field(default_factory=dict)
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        for key, (mean, std) in self.meanstd2.items():
+            x = batch[key]
+            lo, hi = (torch.from_numpy(b).to(x.device) for b in _meanstd2_bounds(mean, std, x.ndim, x.ndim - 3))
+            out[key] = ((x.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
+        for key, (mean, std) in self.zscore.items():
+            x = batch[key]
+            m, s = (torch.from_numpy(_per_band(v, x.ndim, x.ndim - 3)).to(x.device) for v in (mean, std))
+            out[key] = (x.float() - m) / s
+        for key, dtype in self.dtypes.items():
+            out[key] = out[key].to(dtype)
+        return out

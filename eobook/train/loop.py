@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.base import BatchCollate
 from ..runtime import DistInfo, amp_dtype, autocast, choose_device, init_distributed, seed_everything
 from .checkpoint import (MetricsLog, load_checkpoint, newest_checkpoint, remove_stale_temp_files, rng_state,
                          save_checkpoint, set_rng_state)
@@ -171,10 +172,17 @@ class ResumableBatchSampler(Sampler[list[int]]):
     processes see together exactly the batch one process would see. ``start_batch`` skips the batches an
     interrupted run already trained on. An incomplete last batch is dropped (``drop_last``, pretraining) or
     kept (probes on a few hundred samples, where it is a good part of the data).
+
+    With ``block`` > 1 (a packed store's samples per chunk, :func:`samples_per_block`) the permutation is
+    chunk-aligned: the blocks of ``block`` consecutive indices are shuffled, and the indices are shuffled
+    within windows of ``window_batches`` batches' worth of whole blocks. A batch then draws from about
+    ``window_batches * batch_size / block`` chunks, each decoded once per batch that uses it (about
+    ``window_batches`` times an epoch), instead of one chunk per sample. ``block=1`` is the full permutation.
     """
 
     def __init__(self, dataset_len: int, batch_size: int, seed: int, dist: DistInfo = DistInfo(),
-                 shuffle: bool = True, max_batches: int = 0, drop_last: bool = True):
+                 shuffle: bool = True, max_batches: int = 0, drop_last: bool = True, block: int = 1,
+                 window_batches: int = 2):
         if batch_size % dist.world_size:
             raise ValueError(f"batch_size: {batch_size} is not divisible by the world size {dist.world_size}")
         if drop_last and dataset_len < batch_size:
@@ -184,8 +192,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
         if not drop_last and 0 < dataset_len % batch_size < dist.world_size:
             raise ValueError(f"batch_size: the last batch of {dataset_len % batch_size} samples cannot be split over "
                              f"{dist.world_size} ranks; drop it or change the batch size")
+        if block < 1 or window_batches < 1:
+            raise ValueError(f"block, window_batches: expected >= 1, got {block}, {window_batches}")
         self.dataset_len, self.batch_size, self.seed, self.dist = dataset_len, batch_size, seed, dist
         self.shuffle, self.max_batches, self.drop_last = shuffle, max_batches, drop_last
+        self.block, self.window_batches = block, window_batches
         self.epoch, self.start_batch = 0, 0
 
     def __len__(self) -> int:
@@ -195,16 +206,85 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
+    def order(self) -> list[int]:
+        """This epoch's order of all indices (a pure function of seed, epoch and the settings)."""
+        if not self.shuffle:
+            return list(range(self.dataset_len))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.block == 1:
+            return torch.randperm(self.dataset_len, generator=g).tolist()
+        blocks = torch.arange(self.dataset_len).split(self.block)
+        shuffled = [blocks[b] for b in torch.randperm(len(blocks), generator=g).tolist()]
+        per_window = max(1, -(-self.window_batches * self.batch_size // self.block))
+        order = []
+        for first in range(0, len(shuffled), per_window):
+            window = torch.cat(shuffled[first:first + per_window])
+            order += window[torch.randperm(len(window), generator=g)].tolist()
+        return order
+
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.dataset_len, generator=g).tolist()
-        else:
-            order = list(range(self.dataset_len))
+        order = self.order()
         for b in range(self.start_batch, len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             local = -(-len(batch) // self.dist.world_size)
             yield batch[self.dist.rank * local:(self.dist.rank + 1) * local]
+
+
+def batch_reader(dataset: Any) -> Any:
+    """The reader under ``dataset`` when whole batches reach it and it reads them from a packed store (every
+    layer has ``__getitems__``: a ``Subset`` of consecutive indices, wrappers that keep the reader as
+    ``.dataset`` or ``.base``), else None."""
+    from torch.utils.data import Subset
+
+    while hasattr(dataset, "__getitems__"):
+        if isinstance(dataset, Subset) and list(dataset.indices) != list(range(len(dataset.indices))):
+            return None
+        inner = getattr(dataset, "dataset", getattr(dataset, "base", None))
+        if not isinstance(inner, Dataset):
+            batched = getattr(dataset, "BATCHED", False) and getattr(dataset, "store", None) is not None
+            return dataset if batched else None
+        dataset = inner
+    return None
+
+
+def samples_per_block(dataset: Any) -> int:
+    """Samples per chunk of the packed store under ``dataset`` (:func:`batch_reader`), the block a
+    chunk-aligned sampler keeps together; 1 (a full shuffle) for anything else. One sample at a time, a
+    chunk-aligned order would decode a whole chunk per sample."""
+    reader = batch_reader(dataset)
+    return reader.store.samples_per_chunk if reader is not None else 1
+
+
+def native_batches(dataset: Dataset) -> tuple[Dataset, Callable | None]:
+    """(what the loader reads, what normalises its batches on the device): for a packed reader with native
+    batches (:func:`batch_reader`, :meth:`~eobook.data.base.EODataset.device_normalization`)
+    ``(NativeBatches(dataset), the normalisation)``, else ``(dataset, None)``."""
+    reader = batch_reader(dataset)
+    on_device = reader.device_normalization() if reader is not None else None
+    return (dataset, None) if on_device is None else (NativeBatches(dataset, reader), on_device)
+
+
+class NativeBatches(Dataset):
+    """``dataset`` whose packed reader (:func:`batch_reader`) delivers its batches native: the arrays as
+    stored (uint16 reflectances, int8 classes), not normalised; ``fit`` normalises them on the device with the
+    reader's :meth:`~eobook.data.base.EODataset.device_normalization`. The reader is switched to native for
+    the duration of each batch read only, in whichever process reads it."""
+
+    def __init__(self, dataset: Dataset, reader: Any):
+        self.dataset, self.reader = dataset, reader
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        self.reader.native = True
+        try:
+            return self.dataset.__getitems__(indices)
+        finally:
+            self.reader.native = False
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -223,7 +303,8 @@ def make_loader(dataset: Dataset, sampler: ResumableBatchSampler, num_workers: i
     """The loader of :func:`fit`: ``sampler``'s batches, at most one worker process per available core (a
     profile's worker count is sized for a GPU node; more workers than cores only compete)."""
     num_workers = min(num_workers, available_cpus())
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
+    # BatchCollate: a reader's batch read and collated at once (its __getitems__) is used as it is
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=BatchCollate(collate_fn),
                       worker_init_fn=_seed_worker, pin_memory=bool(device and device.type == "cuda"),
                       persistent_workers=False)
 
@@ -286,9 +367,10 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
 
     epochs, batch_size, max_steps = _length(cfg, len(dataset), dist)
     micro_batches = cfg.grad_accum
+    loaded, on_device = native_batches(dataset)
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_steps * micro_batches,
-                                    drop_last=drop_last)
-    loader = make_loader(dataset, sampler, cfg.num_workers, collate_fn, device)
+                                    drop_last=drop_last, block=samples_per_block(dataset))
+    loader = make_loader(loaded, sampler, cfg.num_workers, collate_fn, device)
     steps_per_epoch = len(sampler) // micro_batches
     if steps_per_epoch == 0:
         raise ValueError(f"grad_accum: {micro_batches} micro-batches of {batch_size} exceed the {len(dataset)} samples")
@@ -346,6 +428,8 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
     def backward(batch: Any, ctx: StepContext, last: bool) -> tuple[dict[str, Any], int]:
         """Forward and backward of one micro-batch; DDP synchronises the gradients of the last one only."""
         batch = _to_device(batch, device)
+        if on_device is not None:  # a packed reader's native batch: normalised here, on the device
+            batch = on_device(batch)
         with contextlib.nullcontext() if last or not dist.enabled else module.no_sync():
             with autocast(device, dtype):
                 out = module(batch, ctx)

@@ -206,9 +206,11 @@ def task_setup(cfg: CromSSConfig, key: str) -> TaskSetup:
 # Data
 # --------------------------------------------------------------------------------------------------
 def noisy_label_dataset(cfg: CromSSConfig) -> Dataset:
-    """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks."""
+    """SSL4EO-S12@NoL: S1 + S2 L1C of all four seasons with the Dynamic World noisy masks. From a packed store
+    the pretraining's batches carry the images of one random season per location only (``native_season``:
+    the season the step trains on; the masks of all four for the temporal smoothing)."""
     return chapter_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=("s1", "s2c"), seasons="all", dw_labels=True,
-                           seed=cfg.seed)
+                           seed=cfg.seed, native_season="random")
 
 
 def pretraining_summary(cfg: CromSSConfig, dataset: Dataset) -> str:

@@ -324,7 +324,8 @@ class CromSS(nn.Module):
         Images, soft labels and labels are stacked so that one crop, flip and rotation moves them together.
 
         Args:
-            batch: ``s1`` [B,T,2,H,W], ``s2`` [B,T,13,H,W], ``dw`` int [B,T,H,W] (all four seasons).
+            batch: ``s1`` [B,T,2,H,W], ``s2`` [B,T,13,H,W], ``dw`` int [B,T,H,W] (all four seasons); or, from a
+                packed store, ``s1`` [B,2,H,W], ``s2`` [B,13,H,W] of the season ``season`` [B] drawn by the reader.
             rng: the step context during training, a generator or None (see :func:`eobook.rng.as_random`).
         Returns:
             (images {modality: [B,C_m,s,s]}, labels int [B,s,s], soft labels [B,C,s,s]).
@@ -332,9 +333,13 @@ class CromSS(nn.Module):
         rng = as_random(rng)
         dw = batch["dw"]
         b, t = dw.shape[:2]
-        season = rng.randint(0, t, b).to(dw.device)  # [B]
         rows = torch.arange(b, device=dw.device)
-        images = {m: self.inputs({m: batch[m][rows, season]}, m) for m in self.modalities}
+        if batch[self.modalities[0]].ndim == 4:  # a packed store's batch: the drawn season's images only
+            season = batch["season"].to(dw.device)
+            images = {m: self.inputs(batch, m) for m in self.modalities}
+        else:
+            season = rng.randint(0, t, b).to(dw.device)  # [B]
+            images = {m: self.inputs({m: batch[m][rows, season]}, m) for m in self.modalities}
         soft = spatial_temporal_smoothing(dw, season, self.num_classes, self.beta, self.mu, self.sigma)
         labels = dw[rows, season].unsqueeze(1).to(soft.dtype)
         stacked = torch.cat([*images.values(), soft, labels], 1)  # [B, C_1 + C_2 + C + 1, H, W]

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ...data import (DFC_CLASSES, READERS, S2_L1C_BANDS, S2_L2A_BANDS, chapter_dataset, dataset_root,
                      whole_dataset)
+from ...data.base import CollatedBatch
 from ...evaluate import (Task, drop_unlabelled, extract_features, fine_tune, label_fraction_subset, linear_probe,
                          random_init_baseline, subset)
 from ...train import TrainResult, stage_dir
@@ -81,14 +82,35 @@ class PairedPatches(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.base[index]
-        s2 = sample["s2"] if self.s2_bands is None else sample["s2"][self.s2_bands]
-        images = {"s1": sample["s1"].float(), "s2": s2.float()}                      # [2,H,W], [12,H,W]
-        self._check_shapes(index, images)
-        return {**images, "label": sample[self.label_key]}
+        return self._checked(index, self.base[index])
+
+    def __getitems__(self, indices: list[int]):
+        """The samples ``indices``; read as one collated batch where the reader reads whole batches (a packed
+        store, :meth:`eobook.data.base.EODataset.__getitems__`), else one by one."""
+        batch = self.base.__getitems__(indices) if hasattr(self.base, "__getitems__") else None
+        if not isinstance(batch, CollatedBatch):
+            samples = (self.base[i] for i in indices) if batch is None else batch
+            return [self._checked(i, sample) for i, sample in zip(indices, samples)]
+        pairs = self._pair(batch.collated, band_axis=1, to_float=False)  # float32, or native for fit to normalise
+        self._check_shapes(indices[0], {m: pairs[m][0] for m in ("s1", "s2")})
+        return CollatedBatch(pairs, len(indices))
+
+    def _checked(self, index: int, sample: dict) -> dict[str, torch.Tensor]:
+        pair = self._pair(sample)
+        self._check_shapes(index, pair)
+        return pair
+
+    def _pair(self, sample: dict, band_axis: int = 0, to_float: bool = True) -> dict[str, torch.Tensor]:
+        """{"s1", "s2", "label"} of one base sample, or of a collated batch of them (``band_axis`` 1)."""
+        s1, s2 = sample["s1"], sample["s2"]
+        if self.s2_bands is not None:
+            s2 = s2.index_select(band_axis, torch.tensor(self.s2_bands))
+        if to_float:
+            s1, s2 = s1.float(), s2.float()
+        return {"s1": s1, "s2": s2, "label": sample[self.label_key]}  # [2,H,W], [12,H,W]
 
     def _check_shapes(self, index: int, images: dict[str, torch.Tensor]) -> None:
-        for m, x in images.items():
+        for m, x in ((m, images[m]) for m in ("s1", "s2")):
             first = self.shapes.setdefault(m, tuple(x.shape))
             if tuple(x.shape) != first:
                 raise ValueError(f"PairedPatches: sample {index} has {m} of shape {tuple(x.shape)}, earlier samples "
