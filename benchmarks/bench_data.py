@@ -45,6 +45,7 @@ from eobook.data.base import BatchCollate
 from eobook.data.pack import COMPRESSIONS, pack, prepare
 from eobook.data.store import open_packed
 from eobook.data.world import SIZES
+from eobook.train.checkpoint import state_bytes
 from eobook.train.loop import ResumableBatchSampler, batch_reader, native_batches, samples_per_block
 
 # benchmarks/ is a folder of scripts, not a package: make the sibling script importable to reuse its helpers.
@@ -133,22 +134,11 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> tup
         start, delivered, n = time.perf_counter(), 0, 0
         while n == 0 or time.perf_counter() - start < MIN_SECONDS:  # whole passes over the batches
             for indices in batches:
-                delivered += tensor_bytes(read_batch(dataset, collate, indices))
+                delivered += state_bytes(read_batch(dataset, collate, indices))
                 n += len(indices)
         return n / (time.perf_counter() - start), delivered / n
     finally:
         torch.set_num_threads(threads)
-
-
-def tensor_bytes(value) -> int:
-    """Bytes of the tensors in a collated batch (what travels to the GPU)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(tensor_bytes(v) for v in value)
-    return 0
 
 
 def flops_per_sample(chapter: str, world_size: str, data_root: str) -> float:
