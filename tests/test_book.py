@@ -39,6 +39,16 @@ def test_kept_chapter_runs_the_code_of_its_notebook(name):
     assert record["profile"] == "small" and record["wall_seconds"] > 0 and record["git"]["sha"]
 
 
+@pytest.mark.parametrize("name", list(CHAPTERS))
+def test_chapter_prose_holds_no_text_that_renders_as_html(name):
+    """Markdown passes `<word ...>` through as an HTML tag, which the page then hides: placeholders such as
+    <name> belong in code spans."""
+    source = json.loads((REPO / "notebooks" / CHAPTERS[name].notebook).read_text())
+    for text in markdown_cells(source):
+        prose = re.sub(r"`[^`]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+        assert not re.findall(r"<[A-Za-z][^>]*>", prose), f"{name}: {re.findall(r'<[A-Za-z][^>]*>', prose)}"
+
+
 def test_refreshing_the_prose_keeps_the_outputs_and_refuses_changed_code():
     source = {"cells": [{"cell_type": "markdown", "source": ["new text"], "metadata": {}},
                         {"cell_type": "code", "source": ["profile = 'tiny'"], "metadata": {"tags": ["parameters"]}},
