@@ -62,7 +62,8 @@ def seeds_cell(record: dict) -> dict:
     text = (f"**Every seed.** This page is the run with seed {record.get('seed')}; the `small` profile ran with "
             f"{len(lines)} seeds. Each seed's pretrained encoder against random init, over the columns of the "
             f"verdict line under this chapter's results:\n\n" + "\n".join(lines))
-    return {"cell_type": "markdown", "metadata": {"tags": [SEEDS_TAG]}, "source": text.splitlines(keepends=True)}
+    return {"cell_type": "markdown", "id": SEEDS_TAG, "metadata": {"tags": [SEEDS_TAG]},
+            "source": text.splitlines(keepends=True)}
 
 
 def with_seeds(notebook: dict, record: dict) -> dict:

@@ -76,6 +76,7 @@ def test_kept_chapter_cells_are_clean(name):
         assert not [o[:200] for o in outputs if text in o], f"{text!r} in the outputs of {name}"
     stderr = [o for c in kept["cells"] for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert stderr == [], "no library warnings or progress bars in a kept chapter"
+    assert all("id" in c for c in kept["cells"]), "every cell has an id (nbformat 4.5; the book's build warns otherwise)"
 
 
 @pytest.fixture(scope="module")
