@@ -253,10 +253,8 @@ class Chapter(Generic[Config]):
         if cfg.init == "pretrain":
             return cfg
         entry = self.released_entry(cfg.init)
-        explicit = apply_overrides(self.profiles[name], {k: v for k, v in overrides.items() if k in entry.fields},
-                                   context=context)
-        clashes = [f"{k}={getattr(explicit, k)!r} (the weights need {v!r})" for k, v in entry.fields.items()
-                   if k in overrides and not _same(getattr(explicit, k), v)]
+        clashes = [f"{k}={getattr(cfg, k)!r} (the weights need {v!r})" for k, v in entry.fields.items()
+                   if k in overrides and not _same(getattr(cfg, k), v)]
         if clashes:
             raise ConfigError(f"{context}: init={cfg.init!r} contradicts {', '.join(clashes)}")
         return apply_overrides(cfg, dict(entry.fields), context=context)

@@ -339,8 +339,9 @@ def load_strict(module: nn.Module, checkpoint: Any, keymap: KeyMap, source: str,
     """
     tensors, other = flatten(checkpoint)
     mapped, skipped, unmatched = keymap.apply(tensors)
-    target = {k: v.detach() for k, v in module.state_dict(keep_vars=True).items()}
-    tied = _fill_tied(module, mapped)
+    state = module.state_dict(keep_vars=True)
+    target = {k: v.detach() for k, v in state.items()}
+    tied = _fill_tied(state, mapped)
     adapted: dict[str, str] = {}
     for key, value in list(mapped.items()):
         if key in target and value.shape != target[key].shape:
@@ -362,11 +363,12 @@ def load_strict(module: nn.Module, checkpoint: Any, keymap: KeyMap, source: str,
     return LoadReport(source, len(mapped) - len(tied), adapted, skipped, top_level)
 
 
-def _fill_tied(module: nn.Module, mapped: dict[str, torch.Tensor]) -> dict[str, str]:
-    """A tensor shared by two submodules (one decoder serving two branches) is listed by ``state_dict`` under
-    each name: where ``mapped`` fills one of the names, give it the others too. Returns ``{filled: source}``."""
+def _fill_tied(state: dict[str, torch.Tensor], mapped: dict[str, torch.Tensor]) -> dict[str, str]:
+    """A tensor shared by two submodules (one decoder serving two branches) is listed by ``state_dict`` (here
+    ``state``, with ``keep_vars``) under each name: where ``mapped`` fills one of the names, give it the others
+    too. Returns ``{filled: source}``."""
     names_of: dict[int, list[str]] = {}
-    for key, value in module.state_dict(keep_vars=True).items():
+    for key, value in state.items():
         names_of.setdefault(id(value), []).append(key)
     tied: dict[str, str] = {}
     for names in names_of.values():

@@ -260,7 +260,6 @@ class BigEarthNetMM(EODataset):
             sample["s1"] = standardize(raw["s1"], DINO_MM_S1_MEAN, DINO_MM_S1_STD)
         return to_tensors(sample)
 
-
     to_batch = to_sample
 
     def device_normalization(self) -> DeviceNormalization:
