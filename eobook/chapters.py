@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Chapter, ChapterConfig, ConfigError
-from .methods import cromss, dino_mm, fus_mae, multimae_eo, softcon
+from .methods import cromss, dino_mm, fus_mae, multimae_eo, side_by_side, softcon
 
 CHAPTERS: dict[str, Chapter] = {c.name: c for c in sorted(
-    (dino_mm.CHAPTER, fus_mae.CHAPTER, multimae_eo.CHAPTER, softcon.CHAPTER, cromss.CHAPTER), key=lambda c: c.number)}
+    (dino_mm.CHAPTER, fus_mae.CHAPTER, multimae_eo.CHAPTER, softcon.CHAPTER, cromss.CHAPTER, side_by_side.CHAPTER),
+    key=lambda c: c.number)}
 
 
 def chapter_names() -> list[str]:

@@ -274,6 +274,9 @@ class CromSS(nn.Module):
         alpha_0, rampup_epochs: final selection ratio alpha_0 and ramp length n_s (eq. 11, 12).
         beta, mu, sigma: label smoothing weights and Gaussian width in px (eq. 13-15).
         crop_size, flip_prob, rotate_prob: the random geometry applied in each step.
+        networks: {modality: network} to train instead of new U-Nets: any module mapping that modality's input
+            [B,C_m,H,W] to logits [B,num_classes,H,W] and holding the transferred part as ``.encoder``
+            (chapter 6 passes one ViT segmenter for both modalities). Used as given (no decoder sharing).
     """
 
     def __init__(self, fusion: str = "middle", sample_selection: bool = True, single_modality: str = "s2",
@@ -281,7 +284,8 @@ class CromSS(nn.Module):
                  encoder: str = "resnet50", encoder_depth: int = 5,
                  decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), alpha_0: float = 0.5,
                  rampup_epochs: float = 80, beta: float = 0.05, mu: float = 0.15, sigma: float = 3.0,
-                 crop_size: int = 256, flip_prob: float = 0.5, rotate_prob: float = 0.2):
+                 crop_size: int = 256, flip_prob: float = 0.5, rotate_prob: float = 0.2,
+                 networks: dict[str, nn.Module] | None = None):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion: expected one of {FUSIONS}, got {fusion!r}")
@@ -293,6 +297,11 @@ class CromSS(nn.Module):
         self.alpha_0, self.rampup_epochs = alpha_0, rampup_epochs
         self.beta, self.mu, self.sigma = beta, mu, sigma
         self.crop_size, self.flip_prob, self.rotate_prob = crop_size, flip_prob, rotate_prob
+        if networks is not None:
+            if sorted(networks) != sorted(self.modalities):
+                raise ValueError(f"networks: expected one per modality {self.modalities}, got {sorted(networks)}")
+            self.unets = nn.ModuleDict({m: networks[m] for m in self.modalities})
+            return
         channels = {"s1": 2, "s2": len(self.s2_band_index)}
         self.unets = nn.ModuleDict({m: create_unet(channels[m], num_classes, encoder, encoder_depth, decoder_channels)
                                     for m in self.modalities})

@@ -11,6 +11,8 @@ Everything random inside a training step (crops, jitter, sensor drop) is drawn p
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -301,15 +303,20 @@ class DINOMM(nn.Module):
 
     The teacher (backbone + head) is an EMA of the student with stop-gradient and sees only the 2 global
     views; the centre lives in :class:`DINOLoss`. All of it is in one ``state_dict``.
+
+    ``backbone(drop_path_rate) -> module`` builds f for student and teacher instead of :func:`build_backbone`:
+    any module mapping 14-channel views [B,14,s,s] of every crop size to features [B, cfg.embed_dim] (chapter
+    6's shared backbone). The teacher starts as a copy of the student either way.
     """
 
-    def __init__(self, cfg: DinoMMConfig):
+    def __init__(self, cfg: DinoMMConfig, backbone: Callable[[float], nn.Module] | None = None):
         super().__init__()
         self.cfg = cfg
         head = lambda: DINOHead(cfg.embed_dim, cfg.out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim,  # noqa: E731
                                 norm_last_layer=cfg.norm_last_layer)
-        self.student = DINONetwork(build_backbone(cfg, cfg.drop_path_rate), head())
-        self.teacher = DINONetwork(build_backbone(cfg), head())
+        backbone = backbone or (lambda rate: build_backbone(cfg, rate))
+        self.student = DINONetwork(backbone(cfg.drop_path_rate), head())
+        self.teacher = DINONetwork(backbone(0.0), head())
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.augment = MultiCropAugmentation(cfg.global_crop_size, cfg.local_crop_size, cfg.n_local_crops,

@@ -204,14 +204,30 @@ class FusMAEEncoder(nn.Module):
         return self.grid * self.grid
 
     def tokens(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """z_{0,i} = Conv2d_i(I_i) + E_emb (eq. 1): {m: [B,C_m,H,W]} -> {m: [B,N,D]}."""
+        """z_{0,i} = Conv2d_i(I_i) + E_emb (eq. 1): {m: [B,C_m,H,W]} -> {m: [B,N,D]}.
+
+        Fus-MAE always feeds ``img_size``; other sides that are multiples of the patch (DINO's local crops in
+        chapter 6) get the sine-cosine embedding of their own grid, which needs no interpolation."""
         out = {}
         for m, image in images.items():
-            expected = (self.in_chans[m], self.img_size, self.img_size) if m in self.in_chans else None
-            if image.ndim != 4 or tuple(image.shape[1:]) != expected:
-                raise ValueError(f"images[{m!r}]: expected [B, *{expected}], got {tuple(image.shape)}")
-            out[m] = self.patch_embed[m](image).flatten(2).transpose(1, 2) + self.pos_embed
+            if m not in self.in_chans or image.ndim != 4 or image.shape[1] != self.in_chans[m] \
+                    or image.shape[2] % self.patch_size or image.shape[3] % self.patch_size:
+                raise ValueError(f"images[{m!r}]: expected [B, {self.in_chans.get(m)}, H, W] with H and W multiples "
+                                 f"of {self.patch_size}, got {tuple(image.shape)}")
+            out[m] = self.patch_embed[m](image).flatten(2).transpose(1, 2) + self.grid_pos_embed(*image.shape[2:])
         return out
+
+    def grid_pos_embed(self, height: int, width: int) -> torch.Tensor:
+        """E_emb [1,N,D] of an input of ``height`` x ``width`` px (the stored one at ``img_size``)."""
+        grid = (height // self.patch_size, width // self.patch_size)
+        if grid == (self.grid, self.grid):
+            return self.pos_embed
+        return sincos_pos_embed_2d(self.embed_dim, *grid)[None].to(self.pos_embed)
+
+    def encode_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 6-7 after the first block: append z_CLS to the tokens [B,L,D], run the blocks, norm: [B,L+1,D]."""
+        x = torch.cat([x, self.cls_token.expand(x.shape[0], -1, -1)], 1)             # eq. 6
+        return self.norm(self.blocks(x))                                              # eq. 7
 
     def forward(self, images: dict[str, torch.Tensor], keep: dict[str, torch.Tensor] | None = None,
                 return_attention: bool = False):
@@ -236,8 +252,7 @@ class FusMAEEncoder(nn.Module):
             x, weights = x if return_attention else (x, {})
         else:                                                                         # XAD
             x = torch.cat([tokens[m] for m in present], 1)
-        x = torch.cat([x, self.cls_token.expand(x.shape[0], -1, -1)], 1)             # eq. 6
-        x = self.norm(self.blocks(x))                                                 # eq. 7
+        x = self.encode_tokens(x)                                                     # eq. 6-7
         latents = dict(zip(present, x[:, :-1].split([tokens[m].shape[1] for m in present], 1)))  # eq. 8
         return (latents, x[:, -1], weights) if return_attention else (latents, x[:, -1])
 
@@ -287,27 +302,39 @@ class FusMAE(nn.Module):
         masking: "independent" or "consistent" (Sec. 3.3).
         mask_ratio: fraction of each modality's patches masked (0.75).
         norm_pix_loss: per-patch standardised targets (MAE's option; the paper says plain MSE).
+        encoder: an encoder to train instead of a new one (its width and patch replace ``embed_dim`` and
+            ``patch_size``; chapter 6's shared backbone, variant "XAD"); it keeps its weights.
     """
 
     def __init__(self, img_size: int = 128, patch_size: int = 16, embed_dim: int = 384, depth: int = 12,
                  num_heads: int = 6, mlp_ratio: float = 4.0, decoder_dim: int = 192, decoder_depth: int = 4,
                  decoder_heads: int = 6, variant: str = "XAE&D", masking: str = "independent",
-                 mask_ratio: float = 0.75, norm_pix_loss: bool = False, in_chans: dict[str, int] | None = None):
+                 mask_ratio: float = 0.75, norm_pix_loss: bool = False, in_chans: dict[str, int] | None = None,
+                 encoder: FusMAEEncoder | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
         if masking not in MASKINGS:
             raise ValueError(f"masking: expected one of {MASKINGS}, got {masking!r}")
+        if encoder is not None and (encoder.xattn is not None) != (variant == "XAE&D"):
+            raise ValueError(f"encoder: variant {variant!r} needs an encoder "
+                             f"{'with' if variant == 'XAE&D' else 'without'} an XAttnEncoder block")
         self.variant, self.masking, self.mask_ratio, self.norm_pix_loss = variant, masking, mask_ratio, norm_pix_loss
-        self.encoder = FusMAEEncoder(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
-                                     cross_attention_first=variant == "XAE&D", in_chans=in_chans)
+        injected = encoder is not None
+        self.encoder = encoder if injected else FusMAEEncoder(
+            img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, cross_attention_first=variant == "XAE&D",
+            in_chans=in_chans)
+        embed_dim, patch_size = self.encoder.embed_dim, self.encoder.patch_size
         chans = self.encoder.in_chans
         self.xattn_decoder = nn.ModuleDict({m: XAttnDecoder(embed_dim, num_heads, mlp_ratio) for m in MODALITIES})
         self.decoders = nn.ModuleDict({
             m: ModalityDecoder(embed_dim, decoder_dim, decoder_depth, decoder_heads, self.encoder.grid,
                                patch_size * patch_size * chans[m], mlp_ratio) for m in MODALITIES})
-        self.apply(_init_weights)
-        for token in [self.encoder.cls_token, *(d.mask_token for d in self.decoders.values())]:
+        # an injected encoder keeps the weights it comes with (chapter 6 starts every objective from one)
+        for child in self.children():
+            if not (injected and child is self.encoder):
+                child.apply(_init_weights)
+        for token in [*([] if injected else [self.encoder.cls_token]), *(d.mask_token for d in self.decoders.values())]:
             nn.init.normal_(token, std=0.02)
 
     @property

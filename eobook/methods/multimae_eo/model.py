@@ -327,40 +327,56 @@ class MultiMAE(nn.Module):
     Parameters that are embeddings or tokens (global and mask tokens, modality embeddings, the SEG class
     embedding) are named by the submodules' ``no_weight_decay()`` and do not decay (timm's convention,
     honoured by :func:`eobook.train.param_groups`).
+
+    ``encoder`` replaces the :class:`MultiMAEEncoder` with any module of its interface (``img_size``,
+    ``patch_size``, ``tokens_per_modality``, ``dim``, ``forward(inputs, keep) -> [B, 1+V, D]``, global token
+    first) over ``modalities`` (name -> channels, each reconstructed with the MSE of eq. 1): how chapter 6
+    trains this objective on its shared backbone. The defaults are the paper's six modalities.
     """
 
     def __init__(self, img_size: int = 56, patch_size: int = 8, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, num_visible: int = 49, dirichlet_alpha: float = 1.0, decoder_dim: int = 128,
                  decoder_depth: int = 2, decoder_heads: int = 8, seg_class_dim: int = 64, depth_loss: str = "mse",
-                 hflip_p: float = 0.5, drop_path_rate: float = 0.0):
+                 hflip_p: float = 0.5, drop_path_rate: float = 0.0, encoder: nn.Module | None = None,
+                 modalities: dict[str, int] | None = None):
         super().__init__()
-        self.encoder = MultiMAEEncoder(img_size, patch_size, embed_dim, depth, num_heads, seg_class_dim, drop_path_rate)
+        # An injected encoder (the side-by-side chapter's shared backbone) brings its own modalities: their
+        # names and channels, reconstructed with the MSE of eq. (1); its shape fields replace the ones above.
+        self.modalities = tuple(modalities) if modalities else MODALITIES
+        if encoder is None:
+            encoder = MultiMAEEncoder(img_size, patch_size, embed_dim, depth, num_heads, seg_class_dim, drop_path_rate)
+        for name in ("img_size", "patch_size", "tokens_per_modality", "dim"):
+            if not hasattr(encoder, name):
+                raise ValueError(f"encoder: expected an attribute {name!r} (see MultiMAEEncoder)")
+        self.encoder, embed_dim, patch_size = encoder, encoder.dim, encoder.patch_size
         n = self.encoder.tokens_per_modality
         if not 0 < num_visible <= n:
             raise ValueError(f"num_visible: expected 1..{n} (tokens per modality), got {num_visible}")
         if depth_loss not in ("mse", "l1"):
             raise ValueError(f"depth_loss: expected 'mse' or 'l1', got {depth_loss!r}")
         self.num_visible, self.alpha, self.depth_loss, self.hflip_p = num_visible, dirichlet_alpha, depth_loss, hflip_p
+        out_channels = dict(modalities) if modalities else {
+            m: NUM_SEG_CLASSES if m == "seg" else modality_channels(m) for m in MODALITIES}
         self.decoders = nn.ModuleDict({
-            m: MultiMAEDecoder(i, len(MODALITIES), n, embed_dim, decoder_dim, decoder_depth, decoder_heads,
-                               patch_size, NUM_SEG_CLASSES if m == "seg" else modality_channels(m))
-            for i, m in enumerate(MODALITIES)})
+            m: MultiMAEDecoder(i, len(self.modalities), n, embed_dim, decoder_dim, decoder_depth, decoder_heads,
+                               patch_size, out_channels[m])
+            for i, m in enumerate(self.modalities)})
 
     def prepare(self, batch: dict[str, Any], rng: Random | torch.Generator | int | None = None
                 ) -> dict[str, torch.Tensor]:
         """The six modalities of a batch at the model's input size, each sample flipped left-right (all
         modalities alike) with probability ``hflip_p`` when ``rng`` is given (none without it)."""
-        missing = [m for m in MODALITIES if m not in batch]
+        missing = [m for m in self.modalities if m not in batch]
         if missing:
             raise ValueError(f"batch: missing modalities {missing} (has {sorted(batch)})")
-        inputs = resize_modalities({m: batch[m] for m in MODALITIES}, self.encoder.img_size)
+        inputs = resize_modalities({m: batch[m] for m in self.modalities}, self.encoder.img_size)
         return augment.random_hflip(inputs, self.hflip_p, as_random(rng)) if rng is not None else inputs
 
     def sample_masks(self, batch_size: int, rng: Random | torch.Generator | int | None, device: torch.device
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Dirichlet allocation + uniform choice within modalities -> (visible [B,M,N] bool, keep [B,V])."""
         rng = as_random(rng)
-        counts = dirichlet_token_allocation(batch_size, len(MODALITIES), self.num_visible, self.alpha, rng)
+        counts = dirichlet_token_allocation(batch_size, len(self.modalities), self.num_visible, self.alpha, rng)
         visible = visible_token_mask(counts, self.encoder.tokens_per_modality, rng)
         return visible.to(device), visible_indices(visible).to(device)
 
@@ -368,19 +384,19 @@ class MultiMAE(nn.Module):
                     ) -> dict[str, torch.Tensor]:
         """Every decoder's output [B, N, out*P*P] for the visible tokens ``keep``."""
         encoded = self.encoder(inputs, keep)                                  # [B,1+V,D]
-        return {m: self.decoders[m](encoded, keep) for m in MODALITIES}
+        return {m: self.decoders[m](encoded, keep) for m in self.modalities}
 
     def loss_terms(self, inputs: dict[str, torch.Tensor], visible: torch.Tensor, preds: dict[str, torch.Tensor]
                    ) -> dict[str, torch.Tensor]:
         """The six terms of eq. (1), ``{"loss_<modality>": scalar}``, each on that modality's masked tokens."""
         return {f"loss_{m}": reconstruction_loss(m, preds[m], inputs[m], ~visible[:, i], self.encoder.patch_size,
                                                  self.depth_loss)
-                for i, m in enumerate(MODALITIES)}
+                for i, m in enumerate(self.modalities)}
 
     def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         inputs = self.prepare(batch, ctx)                                     # flips drawn per sample from ctx
-        b = inputs["rgb"].shape[0]
-        visible, keep = self.sample_masks(b, ctx, inputs["rgb"].device)       # [B,M,N], [B,V]
+        first = inputs[self.modalities[0]]
+        visible, keep = self.sample_masks(first.shape[0], ctx, first.device)       # [B,M,N], [B,V]
         terms = self.loss_terms(inputs, visible, self.reconstruct(inputs, visible, keep))
         return {"loss": sum(terms.values()), **terms}                         # eq. (1): sum over N = 6
 
