@@ -428,6 +428,83 @@ def plot_attention_maps(x, maps, synthetic: bool = False):
     return fig
 
 
+# --- Side-by-side figures (chapter 6) ---
+def plot_quality_vs_cost(points: dict, xlabel: str, ylabel: str, baseline: float | None = None,
+                         baseline_label: str = "random init", title: str | None = None, synthetic: bool = False):
+    """One point per method at (cost, mean quality) with the seeds' range as a vertical bar: ``points`` maps a
+    name to ``(cost, mean, low, high)``; ``baseline`` is drawn as a dashed line. Cost on a log axis. Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for k, (name, (cost, mean, low, high)) in enumerate(points.items()):
+        color = f"C{k}"
+        ax.errorbar([cost], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color=color, capsize=4, ms=7)
+        ax.annotate(name, (cost, mean), textcoords="offset points", xytext=(7, 5), fontsize=9, color=color)
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", ls="--", lw=1)
+        ax.annotate(baseline_label, (ax.get_xlim()[0], baseline), textcoords="offset points", xytext=(4, 4),
+                    fontsize=9, color="0.3")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{title or ''}{' (synthetic)' if synthetic else ''}".strip() or None)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scores_by_input(scores: dict, tasks: dict, title: str | None = None, synthetic: bool = False):
+    """Grouped bars per task: for each input (S1, S2, S1+S2) one bar per encoder at its seeds' mean, the range
+    of the seeds as an error bar. ``scores`` maps an encoder to ``{(task, inputs): [score of each seed]}``;
+    ``tasks`` maps a task to ``(axis label, inputs)``. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    names = list(scores)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.0), squeeze=False,
+                             gridspec_kw={"width_ratios": [len(inputs) + 0.6 for _, inputs in tasks.values()]})
+    width = 0.8 / len(names)
+    for ax, (task, (label, inputs)) in zip(axes[0], tasks.items()):
+        for k, name in enumerate(names):
+            runs = [np.asarray(scores[name][task, i], dtype=float) for i in inputs]
+            means = np.array([r.mean() for r in runs])
+            err = np.array([[m - r.min() for m, r in zip(means, runs)], [r.max() - m for m, r in zip(means, runs)]])
+            ax.bar(np.arange(len(inputs)) + (k - (len(names) - 1) / 2) * width, means, width, yerr=err, capsize=2,
+                   color=f"C{k}", label=name)
+        ax.set_xticks(np.arange(len(inputs)), inputs)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    if title or synthetic:
+        fig.suptitle(f"{title or ''}{' (synthetic)' if synthetic else ''}".strip())
+    fig.tight_layout()
+    return fig
+
+
+def plot_segmentations(s2, target, predictions: dict, classes: Sequence[str], colors: Sequence[str],
+                       synthetic: bool = False, ignore_index: int = -1):
+    """One scene: its S2 true colour, the ground truth and each encoder's prediction (``predictions``: name ->
+    class map [H, W]), in one row with one legend. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    n = 2 + len(predictions)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n + 1.8, 2.9), squeeze=False)
+    false_colour(s2, ax=axes[0, 0], title="S2", synthetic=synthetic)
+    maps = {"ground truth": np.asarray(target), **{k: np.asarray(v) for k, v in predictions.items()}}
+    cmap = ListedColormap(list(colors))
+    for ax, (name, labels) in zip(axes[0, 1:], maps.items()):
+        ax.imshow(np.ma.masked_equal(labels, ignore_index), cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5,
+                  interpolation="nearest")
+        _title(ax, name, False)
+    present = sorted({int(c) for m in maps.values() for c in np.unique(m) if c != ignore_index})
+    axes[0, -1].legend(handles=[Patch(color=colors[c], label=classes[c]) for c in present], loc="upper left",
+                       bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------------------------------
 # The package at a glance (book/package.md)
 # --------------------------------------------------------------------------------------------------

@@ -138,9 +138,10 @@ class SegmentationDecoder(nn.Module):
     """The chapter's one segmentation decoder: patch features [B,D,g,g] -> logits [B,K,g*P,g*P].
 
     A 3x3 convolution to ``hidden`` channels, then one (2x bilinear upsampling, 3x3 convolution, BatchNorm,
-    ReLU) stage per factor 2 of the patch side, and a 1x1 classifier (a light progressive-upsampling head,
-    SETR-PUP's shape). CromSS's objective trains it with the backbone; every frozen encoder's DFC2020
-    segmentation trains a fresh one.
+    ReLU) stage per factor 2 of the patch side, each halving the channels (at least 16, as U-Net decoders
+    narrow towards full resolution), and a 1x1 classifier: a light progressive-upsampling head (SETR-PUP's
+    shape). CromSS's objective trains it with the backbone; every frozen encoder's DFC2020 segmentation trains
+    a fresh one.
     """
 
     def __init__(self, in_dim: int, num_classes: int, patch_size: int, hidden: int = 64):
@@ -149,11 +150,15 @@ class SegmentationDecoder(nn.Module):
         if 2 ** stages != patch_size:
             raise ValueError(f"patch_size: expected a power of 2, got {patch_size}")
         layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        width = hidden
         for _ in range(stages):
+            narrower = max(16, width // 2)
             layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                       nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+                       nn.Conv2d(width, narrower, 3, padding=1, bias=False), nn.BatchNorm2d(narrower),
+                       nn.ReLU(inplace=True)]
+            width = narrower
         self.layers = nn.Sequential(*layers)
-        self.classifier = nn.Conv2d(hidden, num_classes, 1)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.layers(features))

@@ -145,8 +145,10 @@ def evaluate_encoder(encoder: nn.Module, data: dict[str, tuple[Dataset, Dataset]
 # --------------------------------------------------------------------------------------------------
 # Cost of one pretraining step, from the run itself
 # --------------------------------------------------------------------------------------------------
-def step_cost(cfg: Any, objective: str, batch_size: int = 4) -> dict[str, float]:
-    """What one pretraining step of ``objective`` costs per sample of a batch of ``batch_size`` (CPU):
+def step_cost(cfg: Any, objective: str, batch_size: int = 4, size: int | None = None) -> dict[str, float]:
+    """What one pretraining step of ``objective`` costs per sample of a batch of ``batch_size`` (CPU), with the
+    pretraining images resized to ``size`` px when given (the ``full`` cost at SSL4EO-S12's 264 px, counted on
+    the sample world):
 
     * ``gflops_per_sample``: forward and backward, counted by torch's FlopCounterMode (a multiply-add is 2);
     * ``memory_mb``: the step's memory for a batch of 256: weights (frozen copies included), gradients and AdamW's
@@ -161,6 +163,8 @@ def step_cost(cfg: Any, objective: str, batch_size: int = 4) -> dict[str, float]
     module = build_objective(cfg, objective)
     dataset = pretraining_dataset(cfg, objective)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(min(batch_size, len(dataset)))])
+    if size is not None:
+        batch = resized_batch(batch, size)
     n = len(batch["s2"])
     ctx = StepContext(0, 0, 0, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(cfg.seed), None, DistInfo())
     weights = {p.data_ptr() for p in module.parameters()}
@@ -179,6 +183,19 @@ def step_cost(cfg: Any, objective: str, batch_size: int = 4) -> dict[str, float]
     activations = sum(saved.values()) / n * 256
     return {"gflops_per_sample": counter.get_total_flops() / n / 1e9,
             "memory_mb": (weight_bytes + 3 * trained_bytes + activations) / 2**20}
+
+
+def resized_batch(batch: dict[str, Any], size: int) -> dict[str, Any]:
+    """A pretraining batch with its images (bilinear) and Dynamic World masks (nearest) at ``size`` px."""
+    out = dict(batch)
+    for key in ("s2", "s1"):
+        x = batch[key]
+        out[key] = resize(x.flatten(0, x.ndim - 4), size).view(*x.shape[:-2], size, size)
+    if "dw" in batch:
+        dw = batch["dw"]
+        out["dw"] = F.interpolate(dw.flatten(0, dw.ndim - 3)[:, None].float(), size=(size, size),
+                                  mode="nearest-exact")[:, 0].long().view(*dw.shape[:-2], size, size)
+    return out
 
 
 def pretraining_gpu_hours(gflops_per_sample: float, samples: int, epochs: int, **gpu: Any) -> float:

@@ -94,7 +94,7 @@ def dino_settings(cfg: Any) -> ChapterConfig:
     return dataclasses.replace(
         paper, epochs=cfg.epochs, seed=cfg.seed, warmup_epochs=min(paper.warmup_epochs, cfg.epochs),
         embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, img_size=cfg.img_size,
-        patch_size=cfg.patch_size, global_crop_size=cfg.img_size, local_crop_size=local,
+        patch_size=cfg.patch_size, global_crop_size=cfg.img_size, local_crop_size=local, eval_crop_size=cfg.img_size,
         warmup_teacher_temp_epochs=rescale(paper.warmup_teacher_temp_epochs),
         freeze_last_layer_epochs=rescale(paper.freeze_last_layer_epochs),
         augmentation_warmup_epochs=rescale(paper.augmentation_warmup_epochs))
