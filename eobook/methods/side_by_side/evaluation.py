@@ -223,7 +223,7 @@ def results_table(results: dict[str, list[Scores]]):
     rows = {}
     for name in (e for e in ENCODERS if e in results):
         mean, spread = mean_and_spread(results[name])
-        row = {f"{TASKS[t][0]} ({i})": f"{mean[t, i]:.1f} ± {spread[t, i] / 2:.1f}" for t, i in COLUMNS}
+        row = {column_name((t, i)): f"{mean[t, i]:.1f} ± {spread[t, i] / 2:.1f}" for t, i in COLUMNS}
         row["labels"] = LABELS.get(name, "none")
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -243,3 +243,14 @@ def mean_over_objectives(results: dict[str, list[Scores]]) -> Scores:
     """Per column, the mean over the five papers' objectives (each the mean of its seeds)."""
     means = [mean_and_spread(results[o])[0] for o in OBJECTIVES[:-1] if o in results]
     return {c: float(np.mean([m[c] for m in means])) for c in COLUMNS}
+
+
+def column_name(column: tuple[str, str]) -> str:
+    """("bigearthnet", "S1") -> "BigEarthNet mAP (S1)", the results table's column."""
+    task, inputs = column
+    return f"{TASKS[task][0]} ({inputs})"
+
+
+def named_columns(scores: Scores) -> dict[str, float]:
+    """Scores keyed by their table columns' names (what :func:`eobook.evaluate.compare_to_baseline` prints)."""
+    return {column_name(c): v for c, v in scores.items()}

@@ -96,7 +96,7 @@ def dino_settings(cfg: Any) -> ChapterConfig:
         embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, img_size=cfg.img_size,
         patch_size=cfg.patch_size, global_crop_size=cfg.img_size, local_crop_size=local, eval_crop_size=cfg.img_size,
         warmup_teacher_temp_epochs=rescale(paper.warmup_teacher_temp_epochs),
-        freeze_last_layer_epochs=rescale(paper.freeze_last_layer_epochs),
+        freeze_last_layer_epochs=max(rescale(paper.freeze_last_layer_epochs), min(paper.freeze_last_layer_epochs, 1)),
         augmentation_warmup_epochs=rescale(paper.augmentation_warmup_epochs))
 
 
