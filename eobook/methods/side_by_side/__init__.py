@@ -24,7 +24,7 @@ from .evaluation import (COLUMNS, ENCODERS, TASKS, backbone_inputs, column_name,
                          evaluate_encoder, mean_and_spread, mean_over_objectives, named_columns, pretraining_gpu_hours,
                          results_table, segmentation_score, step_cost)
 from .objectives import (LABELS, OBJECTIVES, Objective, build_objective, new_backbone, paper_batch, paper_module,
-                         pretraining_dataset, sensor_batch)
+                         pretraining_dataset, sensor_batch, tile_size)
 
 
 def model_meta(cfg: SideBySideConfig) -> dict:
@@ -35,7 +35,8 @@ def model_meta(cfg: SideBySideConfig) -> dict:
 
 def build_pretraining(cfg: SideBySideConfig) -> Pretraining:
     """``cfg.objective`` around a fresh backbone of seed ``cfg.seed``, and its SSL4EO-S12 data."""
-    return Pretraining(build_objective(cfg), pretraining_dataset(cfg), None, model_meta(cfg))
+    dataset = pretraining_dataset(cfg)
+    return Pretraining(build_objective(cfg, tile=tile_size(dataset)), dataset, None, model_meta(cfg))
 
 
 CHAPTER = Chapter(

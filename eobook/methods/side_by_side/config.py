@@ -65,7 +65,8 @@ class SideBySideConfig(ChapterConfig):
 
     @property
     def seed_list(self) -> list[int]:
-        return [self.seed + i for i in range(self.seeds)]
+        """The pretraining seeds: ``seed``, ``seed + 1``, ...; a smoke run trains each objective once."""
+        return [self.seed + i for i in range(1 if self.smoke else self.seeds)]
 
 
 PROFILES = {

@@ -160,11 +160,11 @@ def step_cost(cfg: Any, objective: str, batch_size: int = 4, size: int | None = 
     from ...runtime import DistInfo
     from ...train import StepContext
 
-    module = build_objective(cfg, objective)
     dataset = pretraining_dataset(cfg, objective)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(min(batch_size, len(dataset)))])
     if size is not None:
         batch = resized_batch(batch, size)
+    module = build_objective(cfg, objective, tile=batch["s2"].shape[-1])
     n = len(batch["s2"])
     ctx = StepContext(0, 0, 0, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(cfg.seed), None, DistInfo())
     weights = {p.data_ptr() for p in module.parameters()}

@@ -109,8 +109,10 @@ def visible_tokens(cfg: Any) -> int:
     return max(1, min(per_sensor, round(share * len(SENSORS) * per_sensor)))
 
 
-def paper_module(objective: str, cfg: Any, encoder: fus_mae.FusMAEEncoder) -> nn.Module:
-    """The paper's pretraining module of ``objective`` built around ``encoder`` (which it trains in place)."""
+def paper_module(objective: str, cfg: Any, encoder: fus_mae.FusMAEEncoder, tile: int | None = None) -> nn.Module:
+    """The paper's pretraining module of ``objective`` built around ``encoder`` (which it trains in place);
+    ``tile``: the side of the pretraining images, which bounds CromSS's random crop (whole tiles where they are
+    smaller than the backbone's input, as in its chapter; the segmenter resizes them)."""
     if objective == "dino_mm":
         # the teacher's backbone is a second one: DINOMM loads the student's state into it
         backbones = iter([encoder, build_backbone(cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
@@ -136,7 +138,8 @@ def paper_module(objective: str, cfg: Any, encoder: fus_mae.FusMAEEncoder) -> nn
         return cromss.CromSS(fusion="late", sample_selection=s.sample_selection, s2_band_index=tuple(range(12)),
                              num_classes=DW_CLASSES, alpha_0=s.alpha_0,
                              rampup_epochs=scaled_epochs(s.rampup_epochs, cfg, s), beta=s.beta, mu=s.mu,
-                             sigma=s.smoothing_sigma, crop_size=cfg.img_size, flip_prob=s.flip_prob,
+                             sigma=s.smoothing_sigma, crop_size=min(cfg.img_size, tile or cfg.img_size),
+                             flip_prob=s.flip_prob,
                              rotate_prob=s.rotate_prob,
                              networks={m: SensorSegmenter(encoder, decoder, m) for m in ("s1", "s2")})
     raise ValueError(f"objective: expected one of {OBJECTIVES[:-1]}, got {objective!r}")
@@ -199,9 +202,10 @@ def new_backbone(cfg: Any) -> fus_mae.FusMAEEncoder:
         return build_backbone(cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads)
 
 
-def build_objective(cfg: Any, objective: str | None = None) -> Objective:
+def build_objective(cfg: Any, objective: str | None = None, tile: int | None = None) -> Objective:
     """``objective`` (default ``cfg.objective``) around a fresh backbone of seed ``cfg.seed``; the objective's
-    own parts are drawn from a generator seeded with the seed and the objective's place."""
+    own parts are drawn from a generator seeded with the seed and the objective's place. ``tile``: see
+    :func:`paper_module`."""
     objective = objective or cfg.objective
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, got {objective!r}")
@@ -209,7 +213,7 @@ def build_objective(cfg: Any, objective: str | None = None) -> Objective:
     with torch.random.fork_rng():
         torch.manual_seed(1000 * cfg.seed + OBJECTIVES.index(objective))
         method = (SupervisedMultiLabel(backbone) if objective == "supervised"
-                  else paper_module(objective, cfg, backbone))
+                  else paper_module(objective, cfg, backbone, tile))
     return Objective(objective, method, backbone)
 
 
@@ -222,3 +226,8 @@ def pretraining_dataset(cfg: Any, objective: str | None = None):
                                dw_labels=True, seed=cfg.seed, native_season="random")
     return chapter_dataset(cfg, "SSL4EOS12", "SSL4EO-S12", modalities=("s2a", "s1"), seasons="random",
                            multilabels=True, seed=cfg.seed)
+
+
+def tile_size(dataset) -> int:
+    """The side (px) of a pretraining dataset's images."""
+    return int(dataset[0]["s2"].shape[-1])
