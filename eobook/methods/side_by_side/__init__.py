@@ -19,11 +19,11 @@ from torch import nn
 from ...config import Chapter, Pretraining
 from .backbone import (INPUTS, SENSORS, SegmentationDecoder, SensorSegmenter, StackedInput, TokenEncoder,
                        build_backbone, image_features, patch_grid, split_sensors)
-from .config import DEVIATIONS, PAPER, PROFILES, SideBySideConfig
+from .config import DEVIATIONS, OBJECTIVES, PAPER, PROFILES, SideBySideConfig
 from .evaluation import (COLUMNS, ENCODERS, TASKS, backbone_inputs, column_name, cost_table, data_summary, eval_datasets,
                          evaluate_encoder, mean_and_spread, mean_over_objectives, named_columns, pretraining_gpu_hours,
                          results_table, segmentation_score, step_cost)
-from .objectives import (LABELS, OBJECTIVES, Objective, build_objective, new_backbone, paper_batch, paper_module,
+from .objectives import (LABELS, Objective, build_objective, new_backbone, paper_batch, paper_module,
                          pretraining_dataset, sensor_batch, tile_size)
 
 

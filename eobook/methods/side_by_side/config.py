@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config import ChapterConfig, ConfigError, check_choice, check_positive
-from .objectives import OBJECTIVES
+from ...config import ChapterConfig, ConfigError, Paper, check_choice, check_positive
+from .. import cromss, dino_mm, softcon
+
+#: The objectives in the chapter's order (the five papers, then the supervised baseline).
+OBJECTIVES = ("dino_mm", "fus_mae", "multimae_eo", "softcon", "cromss", "supervised")
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,23 @@ PROFILES = {
         checkpoint_every=2000, log_every=50, random_init_seeds=3),
 }
 
-#: No paper fixes these values: the chapter is the book's own comparison.
-PAPER: dict = {}
+
+
+def _borrowed(chapter, paper: dict[str, Paper], field: str) -> Paper:
+    """A value one of the five papers fixes for the same field, with where it says so (its chapter's record)."""
+    return Paper(paper[field].value, f"{chapter}, {paper[field].source}")
+
+
+#: The paper each common value comes from (no paper fixes this chapter's settings: where the five differ the
+#: chapter takes one paper's value, named here, and DEVIATIONS says what the others use).
+PAPER = {
+    **{f: _borrowed("DINO-MM", dino_mm.PAPER, f) for f in (
+        "embed_dim", "depth", "num_heads", "epochs", "batch_size", "optimizer", "lr", "min_lr", "warmup_epochs",
+        "lr_schedule", "weight_decay", "betas", "grad_clip", "probe_epochs", "probe_batch_size", "probe_lr")},
+    "img_size": _borrowed("SoftCon", softcon.PAPER, "img_size"),
+    "seg_epochs": _borrowed("CromSS", cromss.PAPER, "downstream_epochs"),
+    "seg_batch_size": _borrowed("CromSS", cromss.PAPER, "dfc2020_batch_size"),
+}
 
 _BACKBONE = ("The papers train ViT-S/8 at 128 px (DINO-MM), an unnamed ViT at an unnamed size (Fus-MAE), ViT-B/8 at "
              "56 px (MultiMAE-EO), ViT-S/14 and ViT-B/14 at 224 px (SoftCon) and ResNet-50 U-Nets at 256 px (CromSS). "
@@ -99,7 +117,9 @@ _BACKBONE = ("The papers train ViT-S/8 at 128 px (DINO-MM), an unnamed ViT at an
 _BUDGET = ("The papers train 100 (DINO-MM, Fus-MAE, SoftCon), 200 (CromSS) or more epochs with their own batches and "
            "learning rates. The chapter gives every objective the same samples seen (100 epochs of SSL4EO-S12@NoL) "
            "and the same optimiser: AdamW, lr 5e-4 at batch 256 (DINO's linear-scaling rule), 10 warm-up epochs, "
-           "cosine to 1e-6, weight decay 0.05, betas (0.9, 0.95), gradient clipping 3 (DINO's).")
+           "cosine to 1e-6 and gradient clipping 3 (all DINO-MM's); weight decay 0.05 and betas (0.9, 0.95) are MAE's "
+           "(DINO-MM: 0.04 rising to 0.4 and PyTorch's default betas), which the masked autoencoders need and the "
+           "others train with as well.")
 _PROBES = ("One protocol for all (DINO's linear evaluation of ViT-S: the global token and the mean patch token, "
            "concatenated, standardised), replacing each paper's own (fine-tuning, kNN, 1% probes); AdamW so that one "
            "learning rate serves every encoder.")

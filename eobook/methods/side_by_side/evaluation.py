@@ -25,11 +25,13 @@ from ...data import chapter_dataset
 from ...data.bands import S2_L1C_BANDS
 from ...evaluate import SegmentationScores, Task, TensorBatches, extract_features, linear_probe, train_supervised
 from ...evaluate.baselines import seeded
+from ...train import fit
 from ...weights import gpu_minutes
 from .. import dino_mm
 from ..cromss.evaluation import DFC2020_EVAL_IDS
 from .backbone import INPUTS, SegmentationDecoder, image_features, patch_grid, resize, split_sensors
-from .objectives import LABELS, OBJECTIVES, build_objective, pretraining_dataset
+from .config import OBJECTIVES, SideBySideConfig
+from .objectives import LABELS, build_objective, pretraining_dataset
 
 #: Columns of the evaluation: (task, input).
 TASKS = {"bigearthnet": ("BigEarthNet mAP", ("S1", "S2", "S1+S2")), "eurosat": ("EuroSAT OA", ("S2",)),
@@ -46,14 +48,14 @@ Scores = dict[tuple[str, str], float]
 # --------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------
-def eval_datasets(cfg: Any) -> dict[str, tuple[Dataset, Dataset]]:
+def eval_datasets(cfg: SideBySideConfig) -> dict[str, tuple[Dataset, Dataset]]:
     """(train, test) of each task, native size; the DFC2020 train split is its validation set (CromSS's)."""
     return {"bigearthnet": tuple(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=s) for s in ("train", "test")),
             "eurosat": tuple(chapter_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in ("train", "test")),
             "dfc2020": tuple(chapter_dataset(cfg, "DFC2020", "DFC2020", split=s) for s in ("train", "test"))}
 
 
-def data_summary(cfg: Any, pretraining: Dataset, evaluation: dict[str, tuple[Dataset, Dataset]]) -> str:
+def data_summary(cfg: SideBySideConfig, pretraining: Dataset, evaluation: dict[str, tuple[Dataset, Dataset]]) -> str:
     """What the run reads, one line per dataset with its sizes."""
     lines = [f"pretraining: SSL4EO-S12, {len(pretraining)} locations (S2 L2A, S1, Dynamic World labels), "
              f"{cfg.epochs} epochs for every objective"]
@@ -79,12 +81,12 @@ def backbone_inputs(batch: dict[str, Any], inputs: str, size: int) -> dict[str, 
 # --------------------------------------------------------------------------------------------------
 # The three tasks
 # --------------------------------------------------------------------------------------------------
-def probe_loop(cfg: Any, seed: int, device: str, **settings: Any):
+def probe_loop(cfg: SideBySideConfig, seed: int, device: str, **settings: Any):
     return cfg.stage(seed=seed, device=device, optimizer="adamw", **settings)
 
 
 @torch.no_grad()
-def features(encoder: nn.Module, dataset: Dataset, inputs: str, cfg: Any, device: str, dense: bool = False):
+def features(encoder: nn.Module, dataset: Dataset, inputs: str, cfg: SideBySideConfig, device: str, dense: bool = False):
     """Frozen features of ``dataset`` through ``inputs``: image features [N, 2D] or, ``dense``, patch features
     [N, D, g, g]; and the labels."""
     encoder = encoder.to(device).eval()
@@ -93,7 +95,7 @@ def features(encoder: nn.Module, dataset: Dataset, inputs: str, cfg: Any, device
                             device=device, batch_size=64)
 
 
-def classification_score(encoder: nn.Module, task: str, data: tuple[Dataset, Dataset], inputs: str, cfg: Any,
+def classification_score(encoder: nn.Module, task: str, data: tuple[Dataset, Dataset], inputs: str, cfg: SideBySideConfig,
                          seed: int, device: str) -> float:
     """BigEarthNet micro mAP or EuroSAT OA (%) of a linear probe on the frozen, standardised image features."""
     (train_x, train_y), (test_x, test_y) = (features(encoder, d, inputs, cfg, device) for d in data)
@@ -103,7 +105,7 @@ def classification_score(encoder: nn.Module, task: str, data: tuple[Dataset, Dat
     return scores["mAP_micro"] if task == "bigearthnet" else scores["OA"]
 
 
-def segmentation_score(encoder: nn.Module, data: tuple[Dataset, Dataset], inputs: str, cfg: Any, seed: int,
+def segmentation_score(encoder: nn.Module, data: tuple[Dataset, Dataset], inputs: str, cfg: SideBySideConfig, seed: int,
                        device: str, return_decoder: bool = False):
     """DFC2020 mIoU (%) of the chapter's decoder trained on the frozen patch tokens (cached once)."""
     grid = cfg.img_size // cfg.patch_size
@@ -130,7 +132,7 @@ def segmentation_score(encoder: nn.Module, data: tuple[Dataset, Dataset], inputs
     return (miou, decoder) if return_decoder else miou
 
 
-def evaluate_encoder(encoder: nn.Module, data: dict[str, tuple[Dataset, Dataset]], cfg: Any, seed: int,
+def evaluate_encoder(encoder: nn.Module, data: dict[str, tuple[Dataset, Dataset]], cfg: SideBySideConfig, seed: int,
                      device: str = "cpu") -> Scores:
     """Every column of the evaluation for one frozen backbone: {(task, inputs): score in %}."""
     scores = {}
@@ -145,10 +147,10 @@ def evaluate_encoder(encoder: nn.Module, data: dict[str, tuple[Dataset, Dataset]
 # --------------------------------------------------------------------------------------------------
 # Cost of one pretraining step, from the run itself
 # --------------------------------------------------------------------------------------------------
-def step_cost(cfg: Any, objective: str, batch_size: int = 4, size: int | None = None) -> dict[str, float]:
-    """What one pretraining step of ``objective`` costs per sample of a batch of ``batch_size`` (CPU), with the
-    pretraining images resized to ``size`` px when given (the ``full`` cost at SSL4EO-S12's 264 px, counted on
-    the sample world):
+def step_cost(cfg: SideBySideConfig, objective: str, batch_size: int = 4, size: int | None = None) -> dict[str, float]:
+    """What one pretraining step of ``objective`` costs per sample: one step of the book's loop (``fit``) on
+    ``batch_size`` pretraining samples, with the images resized to ``size`` px when given (the ``full`` cost at
+    SSL4EO-S12's 264 px, counted on the sample world):
 
     * ``gflops_per_sample``: forward and backward, counted by torch's FlopCounterMode (a multiply-add is 2);
     * ``memory_mb``: the step's memory for a batch of 256: weights (frozen copies included), gradients and AdamW's
@@ -157,16 +159,11 @@ def step_cost(cfg: Any, objective: str, batch_size: int = 4, size: int | None = 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ...runtime import DistInfo
-    from ...train import StepContext
-
     dataset = pretraining_dataset(cfg, objective)
-    batch = torch.utils.data.default_collate([dataset[i] for i in range(min(batch_size, len(dataset)))])
+    samples = [dataset[i] for i in range(min(batch_size, len(dataset)))]
     if size is not None:
-        batch = resized_batch(batch, size)
-    module = build_objective(cfg, objective, tile=batch["s2"].shape[-1])
-    n = len(batch["s2"])
-    ctx = StepContext(0, 0, 0, 1, 1, torch.device("cpu"), torch.Generator().manual_seed(cfg.seed), None, DistInfo())
+        samples = [resized_sample(sample, size) for sample in samples]
+    module = build_objective(cfg, objective, tile=samples[0]["s2"].shape[-1])
     weights = {p.data_ptr() for p in module.parameters()}
     saved: dict[int, int] = {}
 
@@ -176,13 +173,20 @@ def step_cost(cfg: Any, objective: str, batch_size: int = 4, size: int | None = 
             saved[storage.data_ptr()] = storage.nbytes()
         return t
 
+    loop = cfg.stage(epochs=1, batch_size=len(samples), lr=cfg.lr, smoke=False, checkpoint_every=0)
     with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        module(batch, ctx)["loss"].backward()
+        fit(module, samples, loop, log=lambda _: None, desc=f"{objective} step")
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     trained_bytes = sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
-    activations = sum(saved.values()) / n * 256
-    return {"gflops_per_sample": counter.get_total_flops() / n / 1e9,
+    activations = sum(saved.values()) / len(samples) * 256
+    return {"gflops_per_sample": counter.get_total_flops() / len(samples) / 1e9,
             "memory_mb": (weight_bytes + 3 * trained_bytes + activations) / 2**20}
+
+
+def resized_sample(sample: dict[str, Any], size: int) -> dict[str, Any]:
+    """A pretraining sample with its images and Dynamic World masks at ``size`` px (:func:`resized_batch`)."""
+    batch = resized_batch({k: v[None] for k, v in sample.items() if k in ("s2", "s1", "dw")}, size)
+    return {**sample, **{k: v[0] for k, v in batch.items()}}
 
 
 def resized_batch(batch: dict[str, Any], size: int) -> dict[str, Any]:

@@ -33,9 +33,8 @@ from ...train import StepContext
 from .. import cromss, dino_mm, fus_mae, multimae_eo, softcon
 from .backbone import (SENSORS, SegmentationDecoder, SensorSegmenter, StackedInput, TokenEncoder, build_backbone,
                        image_features, resize, split_sensors)
+from .config import OBJECTIVES, SideBySideConfig
 
-#: The objectives in the chapter's order (the five papers, then the supervised baseline).
-OBJECTIVES = ("dino_mm", "fus_mae", "multimae_eo", "softcon", "cromss", "supervised")
 #: What each objective learns from besides the images (the results table's "labels" column).
 LABELS = {"dino_mm": "none", "fus_mae": "none", "multimae_eo": "none",
           "softcon": "multi-labels (9 DW classes per image)", "cromss": "noisy DW masks (per pixel, 4 seasons)",
@@ -78,13 +77,13 @@ def patch_multiple(size: float, patch: int) -> int:
     return max(patch, int(round(size / patch)) * patch)
 
 
-def paper_settings(objective: str, cfg: Any) -> ChapterConfig:
+def paper_settings(objective: str, cfg: SideBySideConfig) -> ChapterConfig:
     """The profile of ``objective``'s chapter with the name of ``cfg``'s (``tiny``, ``small``, ``full``): the
     settings of the paper's objective (temperatures, mask ratios, heads, crops) at that scale."""
     return CHAPTER_OF[objective].profiles[cfg.profile or "tiny"]
 
 
-def dino_settings(cfg: Any) -> ChapterConfig:
+def dino_settings(cfg: SideBySideConfig) -> ChapterConfig:
     """DINO-MM's profile shaped for the shared backbone (its module reads its config whole): the backbone's
     width and image size, global crops of the whole image and local crops in the paper's proportion, this
     chapter's epochs, the teacher-temperature warm-up, frozen-last-layer and augmentation warm-up rescaled."""
@@ -100,7 +99,7 @@ def dino_settings(cfg: Any) -> ChapterConfig:
         augmentation_warmup_epochs=rescale(paper.augmentation_warmup_epochs))
 
 
-def visible_tokens(cfg: Any) -> int:
+def visible_tokens(cfg: SideBySideConfig) -> int:
     """MultiMAE's visible tokens for both sensors, the same share of all tokens as its chapter's profile shows
     its encoder (e.g. 98 of 6 x 49): at most one sensor's tokens, as MultiMAE requires."""
     paper = paper_settings("multimae_eo", cfg)
@@ -109,7 +108,7 @@ def visible_tokens(cfg: Any) -> int:
     return max(1, min(per_sensor, round(share * len(SENSORS) * per_sensor)))
 
 
-def paper_module(objective: str, cfg: Any, encoder: fus_mae.FusMAEEncoder, tile: int | None = None) -> nn.Module:
+def paper_module(objective: str, cfg: SideBySideConfig, encoder: fus_mae.FusMAEEncoder, tile: int | None = None) -> nn.Module:
     """The paper's pretraining module of ``objective`` built around ``encoder`` (which it trains in place);
     ``tile``: the side of the pretraining images, which bounds CromSS's random crop (whole tiles where they are
     smaller than the backbone's input, as in its chapter; the segmenter resizes them)."""
@@ -195,14 +194,14 @@ class Objective(nn.Module):
             hook(ctx)
 
 
-def new_backbone(cfg: Any) -> fus_mae.FusMAEEncoder:
+def new_backbone(cfg: SideBySideConfig) -> fus_mae.FusMAEEncoder:
     """The backbone every objective of seed ``cfg.seed`` starts from: the same weights for all of them."""
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         return build_backbone(cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads)
 
 
-def build_objective(cfg: Any, objective: str | None = None, tile: int | None = None) -> Objective:
+def build_objective(cfg: SideBySideConfig, objective: str | None = None, tile: int | None = None) -> Objective:
     """``objective`` (default ``cfg.objective``) around a fresh backbone of seed ``cfg.seed``; the objective's
     own parts are drawn from a generator seeded with the seed and the objective's place. ``tile``: see
     :func:`paper_module`."""
@@ -217,7 +216,7 @@ def build_objective(cfg: Any, objective: str | None = None, tile: int | None = N
     return Objective(objective, method, backbone)
 
 
-def pretraining_dataset(cfg: Any, objective: str | None = None):
+def pretraining_dataset(cfg: SideBySideConfig, objective: str | None = None):
     """SSL4EO-S12 (S2 L2A, S1; one random season per location and epoch) with the labels the objective uses:
     CromSS reads all four seasons and their Dynamic World masks (its temporal smoothing needs them)."""
     objective = objective or cfg.objective
