@@ -238,3 +238,10 @@ def test_tiny_run_writes_results_for_every_objective_and_random_init(tmp_path):
     assert metrics["verdict"]["columns"] == len(columns)
     figures = {p.stem for p in (tmp_path / "side_by_side" / "figures").glob("*.png")}
     assert {"quality_vs_cost", "scores_by_input", "dfc2020_segmentations"} <= figures
+
+
+def test_listed_sixth():
+    done = subprocess.run([sys.executable, "-m", "eobook", "list"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    numbered = [line.split()[0:2] for line in done.stdout.splitlines() if line[:1].isdigit()]
+    assert numbered[5] == ["6.", "side_by_side"] and len(numbered) == 6
