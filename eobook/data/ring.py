@@ -6,15 +6,19 @@ copied in: on a 2-core VM that was about 88% of a packed-store worker's time (1.
 about 410k minor page faults). A buffer reused from batch to batch is already mapped, in the worker and in the
 main process, so reading into it costs the copy alone.
 
-How: inside a worker, :meth:`BatchRing.slot` lends the arrays of one batch from one of ``slots`` shared
-buffers (:func:`eobook.data.store.empty_batch` asks :func:`lend`). The batch leaves the worker as a
-:class:`RingBatch`, which pickles (in the worker's queue thread) into a plain dict plus its slot's identity.
+How: inside a worker, :func:`reading` (around one batch read, :class:`eobook.train.loop.NativeBatches`) lends
+the arrays of the batch from a free one of the worker's ``slots`` shared buffers
+(:func:`eobook.data.store.empty_batch` asks :func:`lend`). The batch leaves the worker as a :class:`RingBatch`,
+which pickles (in the worker's queue thread) into the batch plus its slot's identity and hand-over number.
 Unpickled in the main process (the DataLoader's pin-memory thread or the main thread), :func:`_received`
-records the slot; at each arrival :func:`_release_finished` marks as released every slot whose buffer nobody
-but this record references any more (the pinned copy was made, or the CPU step dropped the batch, and no
-caller kept it or a view of it). A worker rewrites a slot only once the main process has released the last
-batch it sent in it (:attr:`BatchRing.released`, a shared counter per slot); when none is free it allocates
-fresh shared memory for that batch, as before, so it never waits and never overwrites a batch in use.
+records the slot; at each arrival :func:`_release_finished` releases every slot whose buffer nobody but its
+record references any more (the pinned copy was made, or the CPU step dropped the batch, and no caller kept
+it, a view, a numpy array or the storage of it). A worker rewrites a slot only once the main process has
+released the last batch it sent in it (:attr:`BatchRing.released`, a shared counter per slot, written with
+the hand-over number so that a late release cannot free a batch still in transit); when none is free it
+reads the batch into fresh shared memory, as before, so it never waits and never overwrites a batch in use.
+Under DDP every rank's main process releases its own workers' slots; workers that persist across passes keep
+their ring; a resumed epoch only starts its sampler later.
 
 The record keeps each slot's buffer alive in the main process, so that the next batch in the same slot is
 rebuilt from torch's cache of shared storages (``torch.multiprocessing.reductions.shared_cache``, keyed by
