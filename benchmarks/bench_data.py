@@ -154,8 +154,9 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int, slots:
     """One DataLoader worker reading the loop's batches of ``samples`` indices through ``fit``'s loader
     (``make_loader``; native batches where ``fit`` normalises on the device, read into a ring of ``slots``
     reusable buffers per worker, or with ``slots=0`` into fresh shared memory per batch, the path before the
-    ring), timed over whole passes after the first batch. The main process drops each batch after copying
-    it into a reused buffer, as the pin-memory thread copies it into pinned memory on a GPU node.
+    ring), timed over whole passes after a first one. The main process drops each batch after copying
+    it into a reused buffer, as the pin-memory thread copies it into pinned memory on a GPU node. The first pass is
+    not timed: a worker lives a whole epoch, and a slot's pages are faulted in once.
 
     Returns samples per second of the worker's CPU time (what one worker on its own core delivers; the wall
     rate on this shared machine also holds the main process's and other jobs' time), the worker's system
@@ -167,9 +168,10 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int, slots:
     loader = make_loader(loaded, Cycle(batches), 1, collate)
     stream = DataLoader.__iter__(loader)  # the iterator itself, for its worker's id (RingLoader.__iter__ hides it)
     worker = stream._workers[0].pid
-    copies: dict[str, torch.Tensor] = {}  # the copy's destination per array, reused like the pinned memory
+    copies: dict[tuple, torch.Tensor] = {}  # the copy's destination per array and shape, reused like pinned memory
     try:
-        next(stream)  # the worker opens its files and sizes its slots
+        for _ in batches:  # a warm pass: the worker opens its files, sizes its slots and faults each in once
+            next(stream)
         passes, n, delivered, copy_seconds, copy_faults = 0, 0, 0, 0.0, 0
         start, before = time.perf_counter(), process_times(worker)
         while passes == 0 or time.perf_counter() - start < MIN_SECONDS:
@@ -178,7 +180,7 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int, slots:
                 faults, t0 = thread_faults(), time.perf_counter()
                 for key, value in received.items():
                     if isinstance(value, torch.Tensor):
-                        copies.setdefault(key, torch.empty_like(value)).copy_(value)
+                        copies.setdefault((key, value.shape, value.dtype), torch.empty_like(value)).copy_(value)
                 copy_seconds += time.perf_counter() - t0
                 copy_faults += thread_faults() - faults
                 delivered += state_bytes(received)
