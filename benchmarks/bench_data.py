@@ -92,8 +92,10 @@ CHAPTER_DATA = {
                           "crop/flip/rot in forward"),
 }
 
-#: Each rate is timed over whole passes over the batches lasting at least this long.
+#: Each rate is timed over whole passes over the batches lasting at least this long, and over at least this
+#: many batches (a batch of SoftCon's or CromSS's real-sized samples is about 1 GB).
 MIN_SECONDS = 1.0
+MIN_BATCHES = 8
 #: Bytes of real-sized samples a worker reads per pass: more than the CPU caches (480 MiB of L3 were reported
 #: here), so that a pass reads from memory (the page cache), not from a cache warmed by the previous pass.
 WORKING_SET = 1 << 30
@@ -154,9 +156,9 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int, slots:
     """One DataLoader worker reading the loop's batches of ``samples`` indices through ``fit``'s loader
     (``make_loader``; native batches where ``fit`` normalises on the device, read into a ring of ``slots``
     reusable buffers per worker, or with ``slots=0`` into fresh shared memory per batch, the path before the
-    ring), timed over whole passes after a first one. The main process drops each batch after copying
-    it into a reused buffer, as the pin-memory thread copies it into pinned memory on a GPU node. The first pass is
-    not timed: a worker lives a whole epoch, and a slot's pages are faulted in once.
+    ring), timed over whole passes after warm ones. The main process drops each batch after copying
+    it into a reused buffer, as the pin-memory thread copies it into pinned memory on a GPU node. The first
+    passes are not timed: a worker lives a whole epoch, and a slot's pages are faulted in once.
 
     Returns samples per second of the worker's CPU time (what one worker on its own core delivers; the wall
     rate on this shared machine also holds the main process's and other jobs' time), the worker's system
@@ -169,20 +171,27 @@ def worker_samples_per_second(dataset, collate, samples: int, batch: int, slots:
     stream = DataLoader.__iter__(loader)  # the iterator itself, for its worker's id (RingLoader.__iter__ hides it)
     worker = stream._workers[0].pid
     copies: dict[tuple, torch.Tensor] = {}  # the copy's destination per array and shape, reused like pinned memory
+
+    def copy_out(received: dict) -> tuple[float, int]:
+        """Copy ``received`` out of shared memory, as the pin-memory thread does: (seconds, page faults)."""
+        faults, t0 = thread_faults(), time.perf_counter()
+        for key, value in received.items():
+            if isinstance(value, torch.Tensor):
+                copies.setdefault((key, value.shape, value.dtype), torch.empty_like(value)).copy_(value)
+        return time.perf_counter() - t0, thread_faults() - faults
+
     try:
-        for _ in batches:  # a warm pass: the worker opens its files, sizes its slots and faults each in once
-            next(stream)
+        # warm passes: the worker opens its files, and makes and faults in each slot it uses (up to one per
+        # batch in flight; a pass over the real-sized SoftCon store is one batch); the copies' buffers are made
+        for _ in range(math.ceil((ring.SLOTS + 1) / len(batches)) * len(batches)):
+            copy_out(next(stream))
         passes, n, delivered, copy_seconds, copy_faults = 0, 0, 0, 0.0, 0
         start, before = time.perf_counter(), process_times(worker)
-        while passes == 0 or time.perf_counter() - start < MIN_SECONDS:
+        while passes == 0 or time.perf_counter() - start < MIN_SECONDS or passes * len(batches) < MIN_BATCHES:
             for indices in batches:
                 received = next(stream)
-                faults, t0 = thread_faults(), time.perf_counter()
-                for key, value in received.items():
-                    if isinstance(value, torch.Tensor):
-                        copies.setdefault((key, value.shape, value.dtype), torch.empty_like(value)).copy_(value)
-                copy_seconds += time.perf_counter() - t0
-                copy_faults += thread_faults() - faults
+                seconds, faults = copy_out(received)
+                copy_seconds, copy_faults = copy_seconds + seconds, copy_faults + faults
                 delivered += state_bytes(received)
                 n += len(indices)
                 del received  # as a step drops its batch: the slot can be released
