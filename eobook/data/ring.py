@@ -17,8 +17,8 @@ it, a view, a numpy array or the storage of it). A worker rewrites a slot only o
 released the last batch it sent in it (:attr:`BatchRing.released`, a shared counter per slot, written with
 the hand-over number so that a late release cannot free a batch still in transit); when none is free it
 reads the batch into fresh shared memory, as before, so it never waits and never overwrites a batch in use.
-Under DDP every rank's main process releases its own workers' slots; workers that persist across passes keep
-their ring; a resumed epoch only starts its sampler later.
+Under DDP every rank's main process releases its own workers' slots; a resumed epoch only starts its sampler
+later. The loop's workers end with each pass (``persistent_workers=False``), and their rings with them.
 
 The record keeps each slot's buffer alive in the main process, so that the next batch in the same slot is
 rebuilt from torch's cache of shared storages (``torch.multiprocessing.reductions.shared_cache``, keyed by
@@ -59,7 +59,6 @@ class BatchRing:
         self.wanted = 0  # bytes of the largest batch read so far: the size of a new or grown slot
         self.active: int | None = None  # the slot lending the arrays of the batch being read
         self.used = 0  # bytes lent from the active slot (aligned)
-        self.fallbacks = 0  # batches read, wholly or partly, into fresh memory (no free slot, or too small)
 
     def _free_slot(self) -> int | None:
         released = self.released.tolist()
@@ -72,7 +71,6 @@ class BatchRing:
         read failed, or its arrays went elsewhere) gets a new buffer: views of the old one may live on."""
         index = self._free_slot()
         if index is None:
-            self.fallbacks += 1
             yield lambda batch: batch
             return
         storage = self.storages[index]
@@ -108,9 +106,8 @@ class BatchRing:
 
     def _hand_over(self, batch: Any, index: int) -> Any:
         """``batch``, read in slot ``index``, as it leaves the worker: a :class:`RingBatch` when any of it
-        was lent from the slot (the main process then releases the slot), else the batch as it is."""
-        if self.wanted > self.used:  # part of it (or all: a new slot's first batch) went to fresh memory
-            self.fallbacks += 1
+        was lent from the slot (the main process then releases the slot), else the batch as it is (the
+        worker's first batch, which tells the slots' size)."""
         if not self.used:
             return batch
         self.issued[index] += 1
