@@ -81,7 +81,7 @@ def test_batches_held_by_the_caller_are_never_rewritten(ben, hand_overs):
     assert_equal(batches(ben, ring.SLOTS, keep=True), expected)
     assert all(number == 1 for _, number in hand_overs)  # no slot was released while its batch was held
     views, arrays = [], []
-    loaded, _ = native_batches(ben)
+    loaded, _ = native_batches(ben, ring.SLOTS)
     sampler = ResumableBatchSampler(len(ben), 4, seed=0, block=samples_per_block(ben))
     sampler.set_epoch(1)
     for batch in make_loader(loaded, sampler, 2):

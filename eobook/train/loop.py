@@ -256,10 +256,11 @@ def samples_per_block(dataset: Any) -> int:
     return reader.store.samples_per_chunk if reader is not None else 1
 
 
-def native_batches(dataset: Dataset, ring_slots: int = ring.SLOTS) -> tuple[Dataset, Callable | None]:
+def native_batches(dataset: Dataset, ring_slots: int = 0) -> tuple[Dataset, Callable | None]:
     """(what the loader reads, what normalises its batches on the device): for a packed reader with native
     batches (:func:`batch_reader`, :meth:`~eobook.data.base.EODataset.device_normalization`)
-    ``(NativeBatches(dataset, ring_slots), the normalisation)``, else ``(dataset, None)``."""
+    ``(NativeBatches(dataset, ring_slots), the normalisation)``, else ``(dataset, None)``. ``fit`` reads through
+    a ring of :data:`eobook.data.ring.SLOTS` slots per worker where it passes the reader's batch through."""
     reader = batch_reader(dataset)
     on_device = reader.device_normalization() if reader is not None else None
     return (dataset, None) if on_device is None else (NativeBatches(dataset, reader, ring_slots), on_device)
@@ -278,7 +279,7 @@ class NativeBatches(Dataset):
     batch in transit, not the samples.
     """
 
-    def __init__(self, dataset: Dataset, reader: Any, ring_slots: int = ring.SLOTS):
+    def __init__(self, dataset: Dataset, reader: Any, ring_slots: int = 0):
         self.dataset, self.reader, self.ring_slots = dataset, reader, ring_slots
 
     def __len__(self) -> int:
