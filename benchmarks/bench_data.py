@@ -1,9 +1,15 @@
 """Input pipeline per chapter: samples/s of one data-loading worker against the samples/s one GPU consumes.
 
 For each chapter it builds the pretraining dataset of the ``full`` profile (its dataset options and the
-per-sample CPU work, e.g. seasons) three times and times ONE worker on each, as a DataLoader worker runs:
-one process, one torch thread, the batches of the loop's sampler (chunk-aligned on a packed store), each
-read with the dataset's ``__getitems__`` where it has one (else ``dataset[i]`` per index) and collated.
+per-sample CPU work, e.g. seasons) three times and times ONE DataLoader worker on each, read through ``fit``'s
+loader (``make_loader``, one worker, one torch thread): the batches of the loop's sampler (chunk-aligned on
+a packed store), each read with the dataset's ``__getitems__`` where it has one (else ``dataset[i]`` per
+index) and collated, native where ``fit`` normalises on the device. Where ``fit`` reads native batches into
+the workers' reusable buffers (``eobook.data.ring``) it is timed twice in the same process: through the ring
+(``path`` ring, what ``fit`` does) and with fresh shared memory per batch (``path`` fresh, the path before
+the ring). The rate is per second of the worker's CPU time (its ``/proc`` times: the machine's other jobs
+and the main process do not count), with its system share and page faults; the main process copies each
+batch out of shared memory into a reused buffer, as the pin-memory thread copies it into pinned memory.
 
 * ``folder``: the synthetic sample world's native files;
 * ``packed``: a packed store of it (``eobook.data.pack.prepare``);
@@ -23,13 +29,17 @@ the bandwidth one GPU needs from memory and from storage.
     python -m eobook bench data                                   # every chapter, tiny sample world
     python -m eobook bench data --size small --chapters dino_mm cromss --samples 64
 
-Prints a table and, last, one JSON line (``workers_per_gpu`` from the ``real px`` rows); asserts nothing.
+Prints a table and, last, one JSON line (``workers_per_gpu`` from the ``real px`` rows of fit's path,
+``workers_per_gpu_fresh`` from those read into fresh memory); asserts nothing. Linux only (``/proc``).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -39,14 +49,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch.utils.data import DataLoader
+
 from eobook.chapters import chapter_names, get_chapter, get_profile
-from eobook.data import ensure_sample_world
-from eobook.data.base import BatchCollate
+from eobook.data import ensure_sample_world, ring
 from eobook.data.pack import COMPRESSIONS, pack, prepare
 from eobook.data.store import open_packed
 from eobook.data.world import SIZES
 from eobook.train.checkpoint import state_bytes
-from eobook.train.loop import ResumableBatchSampler, batch_reader, native_batches, samples_per_block
+from eobook.train.loop import (NativeBatches, ResumableBatchSampler, batch_reader, make_loader, native_batches,
+                               samples_per_block)
 
 # benchmarks/ is a folder of scripts, not a package: make the sibling script importable to reuse its helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,8 +92,10 @@ CHAPTER_DATA = {
                           "crop/flip/rot in forward"),
 }
 
-#: Each rate is timed over whole passes over the batches lasting at least this long.
+#: Each rate is timed over whole passes over the batches lasting at least this long, and over at least this
+#: many batches (a batch of SoftCon's or CromSS's real-sized samples is about 1 GB).
 MIN_SECONDS = 1.0
+MIN_BATCHES = 8
 #: Bytes of real-sized samples a worker reads per pass: more than the CPU caches (480 MiB of L3 were reported
 #: here), so that a pass reads from memory (the page cache), not from a cache warmed by the previous pass.
 WORKING_SET = 1 << 30
@@ -113,32 +127,84 @@ def timed_batches(dataset, samples: int, batch: int, seed: int = 0) -> list[list
     return list(sampler)
 
 
-def read_batch(dataset, collate, indices: list[int]):
-    """One batch as a DataLoader worker makes it (``__getitems__`` where the dataset has it; native, not
-    normalised, where ``fit`` normalises on the device)."""
-    data = dataset.__getitems__(indices) if hasattr(dataset, "__getitems__") else [dataset[i] for i in indices]
-    return collate(data)
+class Cycle:
+    """A DataLoader's batch sampler that repeats ``batches`` without end (the timing loop stops it)."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
+
+    def __iter__(self):
+        return itertools.cycle(self.batches)
+
+    def __len__(self) -> int:
+        return sys.maxsize
 
 
-def worker_samples_per_second(dataset, collate, samples: int, batch: int) -> tuple[float, float]:
-    """(samples/s, bytes per sample delivered) of one worker reading the loop's batches of ``samples`` indices."""
-    threads = torch.get_num_threads()
-    # DataLoader workers run torch on one thread; with more, per-sample ops (e.g. Fus-MAE's former
-    # per-sample resize) were 15x slower here, paying thread start-up on cores other jobs keep busy.
-    torch.set_num_threads(1)
-    collate = BatchCollate(collate)
+def process_times(pid: int) -> tuple[float, float, int]:
+    """(user seconds, system seconds, minor page faults) of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7])
+
+
+def thread_faults() -> int:
+    """Minor page faults of the calling thread so far."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
+def worker_samples_per_second(dataset, collate, samples: int, batch: int, slots: int) -> dict:
+    """One DataLoader worker reading the loop's batches of ``samples`` indices through ``fit``'s loader
+    (``make_loader``; native batches where ``fit`` normalises on the device, read into a ring of ``slots``
+    reusable buffers per worker, or with ``slots=0`` into fresh shared memory per batch, the path before the
+    ring), timed over whole passes after warm ones. The main process drops each batch after copying
+    it into a reused buffer, as the pin-memory thread copies it into pinned memory on a GPU node. The first
+    passes are not timed: a worker lives a whole epoch, and a slot's pages are faulted in once.
+
+    Returns samples per second of the worker's CPU time (what one worker on its own core delivers; the wall
+    rate on this shared machine also holds the main process's and other jobs' time), the worker's system
+    share of that time and its minor page faults per GiB delivered, bytes per sample delivered, and the main
+    process's copy rate (GB/s) and page faults per GiB copied."""
+    # the pretraining collate of every chapter is None: the ring needs the reader's batch passed through
+    loaded, _ = native_batches(dataset, slots if collate is None else 0)
     batches = timed_batches(dataset, samples, batch)
-    dataset, _ = native_batches(dataset)  # as fit's loader reads it
+    loader = make_loader(loaded, Cycle(batches), 1, collate)
+    stream = DataLoader.__iter__(loader)  # the iterator itself, for its worker's id (RingLoader.__iter__ hides it)
+    worker = stream._workers[0].pid
+    copies: dict[tuple, torch.Tensor] = {}  # the copy's destination per array and shape, reused like pinned memory
+
+    def copy_out(received: dict) -> tuple[float, int]:
+        """Copy ``received`` out of shared memory, as the pin-memory thread does: (seconds, page faults)."""
+        faults, t0 = thread_faults(), time.perf_counter()
+        for key, value in received.items():
+            if isinstance(value, torch.Tensor):
+                copies.setdefault((key, value.shape, value.dtype), torch.empty_like(value)).copy_(value)
+        return time.perf_counter() - t0, thread_faults() - faults
+
     try:
-        read_batch(dataset, collate, batches[0])  # opens files / zarr groups once, as a worker does first
-        start, delivered, n = time.perf_counter(), 0, 0
-        while n == 0 or time.perf_counter() - start < MIN_SECONDS:  # whole passes over the batches
+        # warm passes: the worker opens its files, and makes and faults in each slot it uses (up to one per
+        # batch in flight; a pass over the real-sized SoftCon store is one batch); the copies' buffers are made
+        for _ in range(math.ceil((ring.SLOTS + 1) / len(batches)) * len(batches)):
+            copy_out(next(stream))
+        passes, n, delivered, copy_seconds, copy_faults = 0, 0, 0, 0.0, 0
+        start, before = time.perf_counter(), process_times(worker)
+        while passes == 0 or time.perf_counter() - start < MIN_SECONDS or passes * len(batches) < MIN_BATCHES:
             for indices in batches:
-                delivered += state_bytes(read_batch(dataset, collate, indices))
+                received = next(stream)
+                seconds, faults = copy_out(received)
+                copy_seconds, copy_faults = copy_seconds + seconds, copy_faults + faults
+                delivered += state_bytes(received)
                 n += len(indices)
-        return n / (time.perf_counter() - start), delivered / n
+                del received  # as a step drops its batch: the slot can be released
+            passes += 1
+        wall = time.perf_counter() - start
+        user, system, faults = (b - a for a, b in zip(before, process_times(worker)))
     finally:
-        torch.set_num_threads(threads)
+        ring.forget([worker])
+        stream._shutdown_workers()
+    gib = delivered / 2**30
+    return {"rate": n / max(user + system, 1e-9), "wall_rate": n / wall, "system_share": system / max(user + system, 1e-9),
+            "faults_per_gib": faults / gib, "bytes_per_sample": delivered / n,
+            "main_copy_gb_s": delivered / 1e9 / max(copy_seconds, 1e-9), "main_faults_per_gib": copy_faults / gib}
 
 
 def flops_per_sample(chapter: str, world_size: str, data_root: str) -> float:
@@ -278,33 +344,41 @@ def bench_chapter(chapter: str, world_size: str, stores: Path, samples: int, gpu
     for store, root in roots.items():
         dataset, collate = pretraining_data(chapter, full_profile(chapter, world_size, root))
         timed = len(dataset) if store == "real px" else samples  # the real-sized store's whole working set
-        rate, delivered = worker_samples_per_second(dataset, collate, timed, min(folder_cfg.batch_size, timed))
-        scaled = rate if store == "real px" else rate * pixel_ratio
-        workers = math.ceil(needed / scaled)
-        disk = disk_bytes_per_sample(dataset) if store == "real px" else float("nan")
-        rows.append({"chapter": chapter, "store": store,
-                     "px": f"{data.real_px}" if store == "real px" else f"{sample_px}->{data.real_px}",
-                     "measured": rate, "scaled": scaled, "needed": needed, "workers": workers,
-                     "num_workers": folder_cfg.num_workers, "keeps_up": workers <= folder_cfg.num_workers,
-                     "mb_per_sample": delivered / 1e6, "disk_mb_per_sample": disk / 1e6,
-                     "gpu_gb_s": needed * delivered / 1e9, "disk_gb_s": needed * disk / 1e9,
-                     "augmentation": data.augmentation})
+        # fit's path (a ring of reusable buffers where it reads native batches) and, side by side, the path
+        # before it (fresh shared memory per batch); a folder is read as before either way
+        ring_reads = collate is None and isinstance(native_batches(dataset)[0], NativeBatches)
+        for path, slots in ((("ring", ring.SLOTS), ("fresh", 0)) if ring_reads else (("fresh", 0),)):
+            run = worker_samples_per_second(dataset, collate, timed, min(folder_cfg.batch_size, timed), slots)
+            scaled = run["rate"] if store == "real px" else run["rate"] * pixel_ratio
+            disk = disk_bytes_per_sample(dataset) if store == "real px" else float("nan")
+            rows.append({"chapter": chapter, "store": store, "path": path,
+                         "px": f"{data.real_px}" if store == "real px" else f"{sample_px}->{data.real_px}",
+                         **run, "scaled": scaled, "needed": needed, "workers": math.ceil(needed / scaled),
+                         "num_workers": folder_cfg.num_workers, "mb_per_sample": run["bytes_per_sample"] / 1e6,
+                         "disk_mb_per_sample": disk / 1e6, "gpu_gb_s": needed * run["bytes_per_sample"] / 1e9,
+                         "disk_gb_s": needed * disk / 1e9, "augmentation": data.augmentation})
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'chapter':<12} {'store':<8} {'px':>8} {'measured':>9} {'scaled':>8} {'needed':>8} {'workers':>8} "
-          f"{'profile':>8} {'keeps up':>8} {'MB/smp':>7} {'disk MB':>7} {'GB/s':>6} {'disk GB/s':>9}  augmentation")
+    print(f"\n{'chapter':<12} {'store':<8} {'path':<6} {'px':>8} {'smp/s':>8} {'wall':>8} {'sys':>4} {'flt/GiB':>8} "
+          f"{'scaled':>8} {'needed':>8} {'workers':>7} {'profile':>7} {'MB/smp':>7} {'disk MB':>7} {'GB/s':>6} "
+          f"{'disk GB/s':>9} {'copy GB/s':>9} {'cp flt/GiB':>10}  augmentation")
     for r in rows:
-        print(f"{r['chapter']:<12} {r['store']:<8} {r['px']:>8} {r['measured']:>9.3g} {r['scaled']:>8.3g} "
-              f"{r['needed']:>8.0f} {r['workers']:>8} {r['num_workers']:>8} {'yes' if r['keeps_up'] else 'no':>8} "
-              f"{r['mb_per_sample']:>7.3g} {r['disk_mb_per_sample']:>7.3g} {r['gpu_gb_s']:>6.3g} "
-              f"{r['disk_gb_s']:>9.3g}  {r['augmentation']}")
-    print("measured: samples/s of one worker; scaled: the sample world's rates times (sample px / real px)^2, the "
-          "estimate for real patches (the real px row is measured on real-sized patches); needed: samples/s one GPU "
-          "consumes; workers: ceil(needed / scaled); profile: the full profile's num_workers; MB/smp: bytes per "
-          "sample delivered (the collated batch); disk MB: compressed bytes read per sample; GB/s, disk GB/s: "
-          "what one GPU needs of each.")
+        print(f"{r['chapter']:<12} {r['store']:<8} {r['path']:<6} {r['px']:>8} {r['rate']:>8.4g} {r['wall_rate']:>8.4g} "
+              f"{r['system_share']:>4.0%} {r['faults_per_gib']:>8.0f} {r['scaled']:>8.4g} {r['needed']:>8.0f} "
+              f"{r['workers']:>7} {r['num_workers']:>7} {r['mb_per_sample']:>7.3g} {r['disk_mb_per_sample']:>7.3g} "
+              f"{r['gpu_gb_s']:>6.3g} {r['disk_gb_s']:>9.3g} {r['main_copy_gb_s']:>9.3g} "
+              f"{r['main_faults_per_gib']:>10.0f}  {r['augmentation']}")
+    print("path: ring = fit's loader, native batches read into the worker's reusable buffers; fresh = new shared "
+          "memory per batch (the path before the ring; folders and CPU-normalised readers always); smp/s: samples "
+          "per second of the worker's CPU time; wall: per second of wall time (shared cores); sys: the worker's "
+          "system share; flt/GiB: its minor page faults per GiB delivered; scaled: the sample world's rates times "
+          "(sample px / real px)^2, the estimate for real patches (the real px row is measured on real-sized "
+          "patches); needed: samples/s one GPU consumes; workers: ceil(needed / scaled); profile: the full "
+          "profile's num_workers; MB/smp: bytes per sample delivered (the collated batch); disk MB: compressed "
+          "bytes read per sample; GB/s, disk GB/s: what one GPU needs of each; copy GB/s, cp flt/GiB: the main "
+          "process copying each batch out of shared memory (as the pin-memory thread does) and its page faults.")
 
 
 def main() -> None:
@@ -328,11 +402,17 @@ def main() -> None:
             print(f"{chapter} ...", flush=True)
             rows += bench_chapter(chapter, args.size, Path(stores), args.samples, gpu_flops, args.compression)
     print_table(rows)
-    real = [r for r in rows if r["store"] == "real px"]
-    print(json.dumps({"workers_per_gpu": {r["chapter"]: r["workers"] for r in real}, "gpu_tflops": args.gpu_tflops,
-                      "mfu": args.mfu,
-                      "mb_per_sample": {r["chapter"]: round(r["mb_per_sample"], 3) for r in real},
-                      "disk_gb_s_per_gpu": {r["chapter"]: round(r["disk_gb_s"], 2) for r in real}}))
+    real, fresh = {}, {}  # per chapter: the real px row of fit's path (the ring where it has one, listed first), of fresh
+    for r in rows:
+        if r["store"] == "real px":
+            real.setdefault(r["chapter"], r)
+            if r["path"] == "fresh":
+                fresh[r["chapter"]] = r
+    print(json.dumps({"workers_per_gpu": {c: r["workers"] for c, r in real.items()},
+                      "workers_per_gpu_fresh": {c: r["workers"] for c, r in fresh.items()},
+                      "gpu_tflops": args.gpu_tflops, "mfu": args.mfu,
+                      "mb_per_sample": {c: round(r["mb_per_sample"], 3) for c, r in real.items()},
+                      "disk_gb_s_per_gpu": {c: round(r["disk_gb_s"], 2) for c, r in real.items()}}))
 
 
 if __name__ == "__main__":

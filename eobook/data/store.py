@@ -59,6 +59,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from . import ring
 from .base import DataError
 
 FORMAT = "eobook-packed-v3"
@@ -71,14 +72,16 @@ def is_packed(path: Path) -> bool:
 
 def empty_batch(shape: tuple[int, ...], dtype: np.dtype, as_tensor: bool) -> tuple[torch.Tensor | None, np.ndarray]:
     """(tensor or None, numpy view of it) of an uninitialised batch. With ``as_tensor`` (and a numeric dtype),
-    inside a DataLoader worker the tensor lies in shared memory, as ``default_collate`` allocates its output:
-    handing the batch to the main process then copies nothing (else torch would copy it into shared memory)."""
+    inside a DataLoader worker the tensor lies in shared memory: in the slot of the worker's ring that the
+    batch is being read into (:mod:`eobook.data.ring`: memory already mapped), else fresh, as
+    ``default_collate`` allocates its output. Handing the batch to the main process then copies nothing (else
+    torch would copy it into shared memory)."""
     if not as_tensor or dtype.kind in "USO":
         return None, np.empty(shape, dtype)
     torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
     if torch.utils.data.get_worker_info() is None:
         tensor = torch.empty(shape, dtype=torch_dtype)
-    else:
+    elif (tensor := ring.lend(shape, torch_dtype)) is None:
         storage = torch.empty(0, dtype=torch_dtype)._typed_storage()._new_shared(int(np.prod(shape)))
         tensor = torch.empty(0, dtype=torch_dtype).new(storage).view(shape)
     return tensor, tensor.numpy()

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.base import BatchCollate
+from ..data import ring
+from ..data.base import BatchCollate, CollatedBatch
 from ..runtime import DistInfo, amp_dtype, autocast, choose_device, init_distributed, seed_everything
 from .checkpoint import (MetricsLog, load_checkpoint, newest_checkpoint, remove_stale_temp_files, rng_state,
                          save_checkpoint, set_rng_state)
@@ -255,23 +256,31 @@ def samples_per_block(dataset: Any) -> int:
     return reader.store.samples_per_chunk if reader is not None else 1
 
 
-def native_batches(dataset: Dataset) -> tuple[Dataset, Callable | None]:
+def native_batches(dataset: Dataset, ring_slots: int = 0) -> tuple[Dataset, Callable | None]:
     """(what the loader reads, what normalises its batches on the device): for a packed reader with native
     batches (:func:`batch_reader`, :meth:`~eobook.data.base.EODataset.device_normalization`)
-    ``(NativeBatches(dataset), the normalisation)``, else ``(dataset, None)``."""
+    ``(NativeBatches(dataset, ring_slots), the normalisation)``, else ``(dataset, None)``. ``fit`` reads through
+    a ring of :data:`eobook.data.ring.SLOTS` slots per worker where it passes the reader's batch through."""
     reader = batch_reader(dataset)
     on_device = reader.device_normalization() if reader is not None else None
-    return (dataset, None) if on_device is None else (NativeBatches(dataset, reader), on_device)
+    return (dataset, None) if on_device is None else (NativeBatches(dataset, reader, ring_slots), on_device)
 
 
 class NativeBatches(Dataset):
     """``dataset`` whose packed reader (:func:`batch_reader`) delivers its batches native: the arrays as
     stored (uint16 reflectances, int8 classes), not normalised; ``fit`` normalises them on the device with the
     reader's :meth:`~eobook.data.base.EODataset.device_normalization`. The reader is switched to native for
-    the duration of each batch read only, in whichever process reads it."""
+    the duration of each batch read only, in whichever process reads it.
 
-    def __init__(self, dataset: Dataset, reader: Any):
-        self.dataset, self.reader = dataset, reader
+    Inside a DataLoader worker a batch is read into one of the worker's ``ring_slots`` reusable shared
+    buffers (:mod:`eobook.data.ring`), which the main process releases once it is done with the batch; 0:
+    fresh shared memory for every batch. The ring needs the loader to pass the reader's collated batch through
+    (:class:`~eobook.data.base.BatchCollate` without a ``collate_fn``): another collate function would get a
+    batch in transit, not the samples.
+    """
+
+    def __init__(self, dataset: Dataset, reader: Any, ring_slots: int = 0):
+        self.dataset, self.reader, self.ring_slots = dataset, reader, ring_slots
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -282,7 +291,11 @@ class NativeBatches(Dataset):
     def __getitems__(self, indices: list[int]) -> Any:
         self.reader.native = True
         try:
-            return self.dataset.__getitems__(indices)
+            with ring.reading(self.ring_slots) as hand_over:
+                batch = self.dataset.__getitems__(indices)
+                if isinstance(batch, CollatedBatch):
+                    batch.collated = hand_over(batch.collated)
+                return batch
         finally:
             self.reader.native = False
 
@@ -304,9 +317,22 @@ def make_loader(dataset: Dataset, sampler: ResumableBatchSampler, num_workers: i
     profile's worker count is sized for a GPU node; more workers than cores only compete)."""
     num_workers = min(num_workers, available_cpus())
     # BatchCollate: a reader's batch read and collated at once (its __getitems__) is used as it is
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=BatchCollate(collate_fn),
+    return RingLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=BatchCollate(collate_fn),
                       worker_init_fn=_seed_worker, pin_memory=bool(device and device.type == "cuda"),
                       persistent_workers=False)
+
+
+class RingLoader(DataLoader):
+    """A DataLoader whose pass, once over (exhausted, closed or dropped), forgets the batch buffers its
+    workers lent (:func:`eobook.data.ring.forget`): the main process keeps them mapped only while the
+    workers that rewrite them live. Batches still held keep their memory by themselves."""
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
+        try:
+            yield from batches
+        finally:
+            ring.forget(worker.pid for worker in getattr(batches, "_workers", ()))
 
 
 def _progress_enabled(setting: str) -> bool:
@@ -367,7 +393,8 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, *, checkpoint_dir
 
     epochs, batch_size, max_steps = _length(cfg, len(dataset), dist)
     micro_batches = cfg.grad_accum
-    loaded, on_device = native_batches(dataset)
+    # the workers' reusable buffers need the reader's collated batch passed through (NativeBatches)
+    loaded, on_device = native_batches(dataset, ring.SLOTS if collate_fn is None else 0)
     sampler = ResumableBatchSampler(len(dataset), batch_size, cfg.seed, dist, max_batches=max_steps * micro_batches,
                                     drop_last=drop_last, block=samples_per_block(dataset))
     loader = make_loader(loaded, sampler, cfg.num_workers, collate_fn, device)
