@@ -484,20 +484,25 @@ def plot_scores_by_input(scores: dict, tasks: dict, title: str | None = None, sy
 def plot_segmentations(s2, target, predictions: dict, classes: Sequence[str], colors: Sequence[str],
                        synthetic: bool = False, ignore_index: int = -1):
     """One scene: its S2 true colour, the ground truth and each encoder's prediction (``predictions``: name ->
-    class map [H, W]), in one row with one legend. Returns the figure."""
+    class map [H, W]), five panels to a row, with one legend. Returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     n = 2 + len(predictions)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n + 1.8, 2.9), squeeze=False)
-    false_colour(s2, ax=axes[0, 0], title="S2", synthetic=synthetic)
+    columns = min(n, 5)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 1.8, 2.9 * rows), squeeze=False)
+    panels = axes.ravel()
+    false_colour(s2, ax=panels[0], title="S2", synthetic=synthetic)
     maps = {"ground truth": np.asarray(target), **{k: np.asarray(v) for k, v in predictions.items()}}
     cmap = ListedColormap(list(colors))
-    for ax, (name, labels) in zip(axes[0, 1:], maps.items()):
+    for ax, (name, labels) in zip(panels[1:], maps.items()):
         ax.imshow(np.ma.masked_equal(labels, ignore_index), cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5,
                   interpolation="nearest")
         _title(ax, name, False)
+    for ax in panels[n:]:
+        ax.set_axis_off()
     present = sorted({int(c) for m in maps.values() for c in np.unique(m) if c != ignore_index})
     axes[0, -1].legend(handles=[Patch(color=colors[c], label=classes[c]) for c in present], loc="upper left",
                        bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)

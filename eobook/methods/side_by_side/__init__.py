@@ -45,7 +45,9 @@ CHAPTER = Chapter(
     paper=PAPER, deviations=DEVIATIONS,
     claim=("Trained on the same S1 + S2 data with the same budget and read through the same frozen evaluation, "
            "the five papers' objectives can be compared with each other and with their cost."),
-    showcase="quality_vs_cost")
+    showcase="quality_vs_cost",
+    small_limits=("Its verdict is the five objectives' mean against random init; the chapter's table and figures "
+                  "compare each objective, over three seeds in one run."))
 
 __all__ = ["CHAPTER", "COLUMNS", "DEVIATIONS", "ENCODERS", "INPUTS", "LABELS", "OBJECTIVES", "Objective", "PAPER",
            "PROFILES", "SENSORS", "SegmentationDecoder", "SensorSegmenter", "SideBySideConfig", "StackedInput", "TASKS",

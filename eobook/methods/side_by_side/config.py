@@ -83,7 +83,7 @@ PROFILES = {
     "small": SideBySideConfig(
         world_size="small", img_size=48, patch_size=8, embed_dim=96, depth=4, num_heads=4, decoder_dim=32,
         seeds=3, epochs=12, batch_size=32, lr=1e-3, warmup_epochs=2, weight_decay=0.05, betas=(0.9, 0.95),
-        grad_clip=3.0, log_every=20, probe_epochs=100, probe_batch_size=128, seg_epochs=10, seg_batch_size=32,
+        grad_clip=3.0, log_every=72, probe_epochs=100, probe_batch_size=128, seg_epochs=10, seg_batch_size=32,
         random_init_seeds=3, cache_data=True),
     # GPUs: ViT-S/16 at 224 px on SSL4EO-S12@NoL (103,793 locations), 100 epochs for every objective.
     "full": SideBySideConfig(
