@@ -174,5 +174,5 @@ def test_collect_keeps_the_chapters_and_the_overview_reports_every_seed(tmp_path
     cards = overview_cards(tmp_path / "kept")
     assert cards.count("pretraining beats random init in 1 of 2 seeds (columns won 3/3, 1/3") == len(CHAPTERS)
     limited = [c for c in CHAPTERS.values() if c.small_limits]
-    assert [c.name for c in limited] == ["softcon"] and all(c.small_limits in cards for c in limited)
+    assert [c.name for c in limited] == ["softcon", "side_by_side"] and all(c.small_limits in cards for c in limited)
     assert small_runs_table(tmp_path / "kept").count("| 0: 3/3, +1.5; 1: 1/3, -0.5 |") == len(CHAPTERS)

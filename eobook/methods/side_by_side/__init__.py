@@ -60,8 +60,8 @@ __all__ = ["CHAPTER", "COLUMNS", "DEVIATIONS", "ENCODERS", "INPUTS", "LABELS", "
 
 def pretrain_all(cfg: SideBySideConfig, out_dir=None) -> dict[str, dict[int, tuple]]:
     """Every objective of ``cfg.objectives`` for every seed of ``cfg.seed_list``, each through ``CHAPTER.pretrain``
-    (the one loop, checkpointed under ``<out_dir>/seed<s>/<objective>``, resumed or loaded when found there):
-    ``{objective: {seed: (Objective, TrainResult)}}``."""
+    (the one loop, checkpointed in the run's checkpoints folder under ``checkpoints/seed<s>/<objective>``, resumed
+    or loaded when found there): ``{objective: {seed: (Objective, TrainResult)}}``."""
     import dataclasses
 
     from ...train import stage_dir
@@ -70,7 +70,8 @@ def pretrain_all(cfg: SideBySideConfig, out_dir=None) -> dict[str, dict[int, tup
     for seed in cfg.seed_list:
         for objective in cfg.objectives:
             run_cfg = dataclasses.replace(cfg, objective=objective, seed=seed)
-            runs.setdefault(objective, {})[seed] = CHAPTER.pretrain(run_cfg, stage_dir(out_dir, f"seed{seed}", objective))
+            stage = stage_dir(out_dir, "checkpoints", f"seed{seed}", objective)
+            runs.setdefault(objective, {})[seed] = CHAPTER.pretrain(run_cfg, stage)
     return runs
 
 
