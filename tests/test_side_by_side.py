@@ -245,3 +245,9 @@ def test_listed_sixth():
     assert done.returncode == 0, done.stderr
     numbered = [line.split()[0:2] for line in done.stdout.splitlines() if line[:1].isdigit()]
     assert numbered[5] == ["6.", "side_by_side"] and len(numbered) == 6
+
+
+def test_cost_table_adds_the_pretraining_compute():
+    costs = {"fus_mae": {"gflops_per_sample": 2.0, "seconds_per_epoch": 1.5, "memory_mb": 100.0}}
+    row = sb.cost_table(costs, samples=400, epochs=12).loc["fus_mae"]
+    assert row["TFLOP / seed (pretraining)"] == pytest.approx(2.0 * 400 * 12 / 1e3) and row["labels"] == "none"

@@ -234,12 +234,15 @@ def results_table(results: dict[str, list[Scores]]):
 
 
 def cost_table(costs: dict[str, dict[str, float]], samples: int, epochs: int):
-    """Per objective: GFLOP per sample, wall time per epoch (this run), peak MB, labels, and what the ``full``
-    pretraining of ``samples`` x ``epochs`` would take in GPU-hours at the measured FLOPs."""
+    """Per objective (``costs``: :func:`step_cost` and ``seconds_per_epoch``): GFLOP per sample of a step, the
+    TFLOP of one seed's pretraining of ``samples`` x ``epochs``, wall time per epoch of this run, the step's
+    memory at batch 256, and the labels it needs."""
     import pandas as pd
 
-    rows = {name: {"GFLOP / sample (step)": c["gflops_per_sample"], "s / epoch (this run)": c["seconds_per_epoch"],
-                   "memory MB (batch 256)": c["memory_mb"], "labels": LABELS[name]} for name, c in costs.items()}
+    rows = {name: {"GFLOP / sample (step)": c["gflops_per_sample"],
+                   "TFLOP / seed (pretraining)": c["gflops_per_sample"] * samples * epochs / 1e3,
+                   "s / epoch (this run)": c["seconds_per_epoch"], "memory MB (batch 256)": c["memory_mb"],
+                   "labels": LABELS[name]} for name, c in costs.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
