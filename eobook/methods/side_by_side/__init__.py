@@ -20,8 +20,9 @@ from ...config import Chapter, Pretraining
 from .backbone import (INPUTS, SENSORS, SegmentationDecoder, SensorSegmenter, StackedInput, TokenEncoder,
                        build_backbone, image_features, patch_grid, split_sensors)
 from .config import DEVIATIONS, OBJECTIVES, PAPER, PROFILES, SideBySideConfig
-from .evaluation import (COLUMNS, ENCODERS, TASKS, backbone_inputs, column_name, cost_table, data_summary, eval_datasets,
-                         evaluate_encoder, mean_and_spread, mean_over_objectives, named_columns, pretraining_gpu_hours,
+from .evaluation import (COLUMNS, ENCODERS, TASKS, backbone_inputs, column_name, cost_table, data_summary,
+                         eval_datasets, evaluate_encoder, mean_and_spread, mean_over_objectives, named_columns,
+                         pretraining_gpu_hours,
                          results_table, segmentation_score, step_cost)
 from .objectives import (LABELS, Objective, build_objective, new_backbone, paper_batch, paper_module,
                          pretraining_dataset, sensor_batch, tile_size)
@@ -52,7 +53,8 @@ CHAPTER = Chapter(
 __all__ = ["CHAPTER", "COLUMNS", "DEVIATIONS", "ENCODERS", "INPUTS", "LABELS", "OBJECTIVES", "Objective", "PAPER",
            "PROFILES", "SENSORS", "SegmentationDecoder", "SensorSegmenter", "SideBySideConfig", "StackedInput", "TASKS",
            "TokenEncoder", "backbone_inputs", "build_backbone", "build_objective", "build_pretraining", "cost_table",
-           "column_name", "data_summary", "eval_datasets", "evaluate_encoder", "image_features", "mean_and_spread", "named_columns",
+           "column_name", "data_summary", "eval_datasets", "evaluate_encoder", "image_features", "mean_and_spread",
+           "named_columns",
            "mean_over_objectives", "model_meta", "new_backbone", "paper_batch", "paper_module", "patch_grid",
            "pretraining_dataset", "pretraining_gpu_hours", "results_table", "segmentation_score", "sensor_batch",
            "split_sensors", "step_cost", "pretrain_all", "evaluate_all"]

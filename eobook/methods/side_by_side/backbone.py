@@ -149,7 +149,8 @@ class SegmentationDecoder(nn.Module):
         stages = patch_size.bit_length() - 1
         if 2 ** stages != patch_size:
             raise ValueError(f"patch_size: expected a power of 2, got {patch_size}")
-        layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden, 3, padding=1), nn.BatchNorm2d(hidden),
+                                   nn.ReLU(inplace=True)]
         width = hidden
         for _ in range(stages):
             narrower = max(16, width // 2)

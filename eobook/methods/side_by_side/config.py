@@ -126,7 +126,8 @@ _PROBES = ("One protocol for all (DINO's linear evaluation of ViT-S: the global 
 DEVIATIONS = {
     "img_size": _BACKBONE, "patch_size": _BACKBONE, "embed_dim": _BACKBONE, "depth": _BACKBONE, "num_heads": _BACKBONE,
     "decoder_dim": ("CromSS trains U-Net decoders (256 to 16 channels) and evaluates with PSPNet; the chapter has one "
-                    "light progressive-upsampling decoder (256 channels, halved at each 2x upsampling) on the ViT's patch tokens, the same in "
+                    "light progressive-upsampling decoder (256 channels, halved at each 2x upsampling) on the ViT's "
+                    "patch tokens, the same in "
                     "CromSS's pretraining and in every encoder's DFC2020 evaluation."),
     "epochs": _BUDGET, "batch_size": _BUDGET, "optimizer": _BUDGET, "lr": _BUDGET, "min_lr": _BUDGET,
     "warmup_epochs": _BUDGET, "lr_schedule": _BUDGET, "weight_decay": _BUDGET, "betas": _BUDGET, "grad_clip": _BUDGET,

@@ -50,16 +50,18 @@ Scores = dict[tuple[str, str], float]
 # --------------------------------------------------------------------------------------------------
 def eval_datasets(cfg: SideBySideConfig) -> dict[str, tuple[Dataset, Dataset]]:
     """(train, test) of each task, native size; the DFC2020 train split is its validation set (CromSS's)."""
-    return {"bigearthnet": tuple(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=s) for s in ("train", "test")),
-            "eurosat": tuple(chapter_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in ("train", "test")),
-            "dfc2020": tuple(chapter_dataset(cfg, "DFC2020", "DFC2020", split=s) for s in ("train", "test"))}
+    splits = ("train", "test")
+    return {"bigearthnet": tuple(chapter_dataset(cfg, "BigEarthNetMM", "BigEarthNet-MM", split=s) for s in splits),
+            "eurosat": tuple(chapter_dataset(cfg, "EuroSATMS", "EuroSAT-MS", split=s) for s in splits),
+            "dfc2020": tuple(chapter_dataset(cfg, "DFC2020", "DFC2020", split=s) for s in splits)}
 
 
 def data_summary(cfg: SideBySideConfig, pretraining: Dataset, evaluation: dict[str, tuple[Dataset, Dataset]]) -> str:
     """What the run reads, one line per dataset with its sizes."""
     lines = [f"pretraining: SSL4EO-S12, {len(pretraining)} locations (S2 L2A, S1, Dynamic World labels), "
              f"{cfg.epochs} epochs for every objective"]
-    lines += [f"{TASKS[k][0].split()[0]}: {len(train)} train / {len(test)} test" for k, (train, test) in evaluation.items()]
+    lines += [f"{TASKS[k][0].split()[0]}: {len(train)} train / {len(test)} test"
+              for k, (train, test) in evaluation.items()]
     return "\n".join(lines)
 
 
@@ -86,7 +88,8 @@ def probe_loop(cfg: SideBySideConfig, seed: int, device: str, **settings: Any):
 
 
 @torch.no_grad()
-def features(encoder: nn.Module, dataset: Dataset, inputs: str, cfg: SideBySideConfig, device: str, dense: bool = False):
+def features(encoder: nn.Module, dataset: Dataset, inputs: str, cfg: SideBySideConfig, device: str,
+             dense: bool = False):
     """Frozen features of ``dataset`` through ``inputs``: image features [N, 2D] or, ``dense``, patch features
     [N, D, g, g]; and the labels."""
     encoder = encoder.to(device).eval()
@@ -95,8 +98,8 @@ def features(encoder: nn.Module, dataset: Dataset, inputs: str, cfg: SideBySideC
                             device=device, batch_size=64)
 
 
-def classification_score(encoder: nn.Module, task: str, data: tuple[Dataset, Dataset], inputs: str, cfg: SideBySideConfig,
-                         seed: int, device: str) -> float:
+def classification_score(encoder: nn.Module, task: str, data: tuple[Dataset, Dataset], inputs: str,
+                         cfg: SideBySideConfig, seed: int, device: str) -> float:
     """BigEarthNet micro mAP or EuroSAT OA (%) of a linear probe on the frozen, standardised image features."""
     (train_x, train_y), (test_x, test_y) = (features(encoder, d, inputs, cfg, device) for d in data)
     kind = Task("multilabel", train_y.shape[1]) if task == "bigearthnet" else Task("multiclass", 10)

@@ -108,7 +108,8 @@ def visible_tokens(cfg: SideBySideConfig) -> int:
     return max(1, min(per_sensor, round(share * len(SENSORS) * per_sensor)))
 
 
-def paper_module(objective: str, cfg: SideBySideConfig, encoder: fus_mae.FusMAEEncoder, tile: int | None = None) -> nn.Module:
+def paper_module(objective: str, cfg: SideBySideConfig, encoder: fus_mae.FusMAEEncoder,
+                 tile: int | None = None) -> nn.Module:
     """The paper's pretraining module of ``objective`` built around ``encoder`` (which it trains in place);
     ``tile``: the side of the pretraining images, which bounds CromSS's random crop (whole tiles where they are
     smaller than the backbone's input, as in its chapter; the segmenter resizes them)."""
