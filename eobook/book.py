@@ -59,10 +59,10 @@ def seeds_cell(record: dict) -> dict:
     lines = [f"* seed {s['seed']}: {'beats' if beats(s['verdict']) else 'does not beat'} it, higher in "
              f"{s['verdict']['wins']} of {s['verdict']['columns']} columns, mean gain {s['verdict']['mean_gain']:+.1f} "
              f"points" for s in record.get("seeds", []) if s.get("verdict")]
-    if len(lines) == 1:  # a chapter that runs its seeds inside one run (chapter 6) is kept as that one run
-        text = (f"**Every seed.** This page is the one kept run of the `small` profile (seed {record.get('seed')}; "
-                f"the seeds it trains are in its results). Against random init, over the columns of the verdict "
-                f"line under this chapter's results:\n\n" + lines[0])
+    if len(lines) == 1:
+        text = (f"**Every seed.** This page is the one kept run of the `small` profile (seed {record.get('seed')}). "
+                f"Against random init, over the columns of the verdict line under this chapter's results:\n\n"
+                + lines[0])
     else:
         text = (f"**Every seed.** This page is the run with seed {record.get('seed')}; the `small` profile ran with "
                 f"{len(lines)} seeds. Each seed's pretrained encoder against random init, over the columns of the "

@@ -209,15 +209,17 @@ def train_supervised(model: nn.Module, dataset: Dataset, predict: Callable[[nn.M
 @torch.no_grad()
 def predict_and_score(model: nn.Module, dataset: Dataset, predict: Callable[[nn.Module, dict], torch.Tensor],
                       task: Task, *, batch_size: int = 64, device: torch.device | str = "cpu",
-                      num_workers: int = 0) -> dict[str, float]:
+                      num_workers: int = 0, collate_fn: Callable | None = None) -> dict[str, float]:
     """``task.score`` of ``predict(model, batch)`` over the whole ``dataset`` (model in eval mode); segmentation
-    scores accumulate batch by batch, so no test set is ever held whole."""
+    scores accumulate batch by batch, so no test set is ever held whole. ``collate_fn``: the loader's (e.g.
+    :meth:`TensorBatches.collate`, whose batches come collated)."""
     model.eval()
     device = torch.device(device)
     segmentation = task.kind == "segmentation"
     pixels = SegmentationScores(task.num_classes, task.ignore_index, task.eval_classes) if segmentation else None
     outputs, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, available_cpus())):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, available_cpus()),
+                            collate_fn=collate_fn):
         target = batch[task.label_key]
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         logits = predict(model, batch).float().cpu()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dino_mm import S1_CHANNELS, S2_CHANNELS
-from ..fus_mae import FusMAEEncoder
+from ..fus_mae import FusMAEEncoder, resize_to_input
 from ..fus_mae.model import _init_weights as mae_init
 
 #: Sensors in token order, and their channels.
@@ -181,14 +181,8 @@ class SensorSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         x = x.flip(1) if self.sensor == "s1" else x
-        x = resize(x, self.encoder.img_size)
+        x = resize_to_input({self.sensor: x}, self.encoder.img_size)[self.sensor]
         logits = self.decoder(patch_grid(self.encoder, {self.sensor: x}))
         return logits if logits.shape[-2:] == size else F.interpolate(logits, size=size, mode="bilinear",
                                                                         align_corners=False)
 
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """[B,C,H,W] -> [B,C,size,size], bilinear and antialiased (a no-op at that size)."""
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -23,13 +23,15 @@ from torch.utils.data import Dataset
 
 from ...data import chapter_dataset
 from ...data.bands import S2_L1C_BANDS
-from ...evaluate import SegmentationScores, Task, TensorBatches, extract_features, linear_probe, train_supervised
+from ...evaluate import (Task, TensorBatches, extract_features, linear_probe, predict_and_score,
+                         train_supervised)
 from ...evaluate.baselines import seeded
 from ...train import fit
 from ...weights import gpu_minutes
 from .. import dino_mm
+from ..fus_mae import resize_to_input
 from ..cromss.evaluation import DFC2020_EVAL_IDS
-from .backbone import INPUTS, SegmentationDecoder, image_features, patch_grid, resize, split_sensors
+from .backbone import INPUTS, SegmentationDecoder, image_features, patch_grid, split_sensors
 from .config import OBJECTIVES, SideBySideConfig
 from .objectives import LABELS, build_objective, pretraining_dataset
 
@@ -77,7 +79,7 @@ def backbone_inputs(batch: dict[str, Any], inputs: str, size: int) -> dict[str, 
             raise ValueError(f"inputs: {inputs!r} needs S1, which this dataset does not have")
         s1 = s2.new_zeros(s2.shape[0], 2, *s2.shape[2:])
     images = split_sensors(dino_mm.stack_sensors(s2, s1))
-    return {m: resize(images[m], size) for m in INPUTS[inputs]}
+    return resize_to_input({m: images[m] for m in INPUTS[inputs]}, size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,13 +127,8 @@ def segmentation_score(encoder: nn.Module, data: tuple[Dataset, Dataset], inputs
 
     loop = probe_loop(cfg, seed, device, epochs=cfg.seg_epochs, batch_size=cfg.seg_batch_size, lr=cfg.seg_lr)
     train_supervised(decoder, sets[0], predict, task, loop, collate_fn=TensorBatches.collate)
-    decoder.eval()
-    pixels = SegmentationScores(task.num_classes, task.ignore_index, task.eval_classes)
-    with torch.no_grad():
-        for start in range(0, len(sets[1]), cfg.seg_batch_size):
-            batch = sets[1].__getitems__(list(range(start, min(start + cfg.seg_batch_size, len(sets[1])))))
-            pixels.update(predict(decoder, {k: v.to(device) for k, v in batch.items()}).argmax(1).cpu(), batch["label"])
-    miou = pixels.compute()["mIoU"]
+    miou = predict_and_score(decoder, sets[1], predict, task, batch_size=cfg.seg_batch_size, device=device,
+                             collate_fn=TensorBatches.collate)["mIoU"]
     return (miou, decoder) if return_decoder else miou
 
 
@@ -187,21 +184,16 @@ def step_cost(cfg: SideBySideConfig, objective: str, batch_size: int = 4, size: 
 
 
 def resized_sample(sample: dict[str, Any], size: int) -> dict[str, Any]:
-    """A pretraining sample with its images and Dynamic World masks at ``size`` px (:func:`resized_batch`)."""
-    batch = resized_batch({k: v[None] for k, v in sample.items() if k in ("s2", "s1", "dw")}, size)
-    return {**sample, **{k: v[0] for k, v in batch.items()}}
-
-
-def resized_batch(batch: dict[str, Any], size: int) -> dict[str, Any]:
-    """A pretraining batch with its images (bilinear) and Dynamic World masks (nearest) at ``size`` px."""
-    out = dict(batch)
+    """A pretraining sample with its images (antialiased bilinear) and Dynamic World masks (nearest) at ``size``
+    px; the leading axes (seasons) kept."""
+    out = dict(sample)
     for key in ("s2", "s1"):
-        x = batch[key]
-        out[key] = resize(x.flatten(0, x.ndim - 4), size).view(*x.shape[:-2], size, size)
-    if "dw" in batch:
-        dw = batch["dw"]
-        out["dw"] = F.interpolate(dw.flatten(0, dw.ndim - 3)[:, None].float(), size=(size, size),
-                                  mode="nearest-exact")[:, 0].long().view(*dw.shape[:-2], size, size)
+        x = sample[key]
+        out[key] = resize_to_input({key: x.reshape(-1, *x.shape[-3:])}, size)[key].view(*x.shape[:-2], size, size)
+    if "dw" in sample:
+        dw = sample["dw"]
+        out["dw"] = F.interpolate(dw.reshape(-1, 1, *dw.shape[-2:]).float(), size=(size, size),
+                                  mode="nearest-exact").long().view(*dw.shape[:-2], size, size)
     return out
 
 

@@ -32,7 +32,7 @@ from ...data import chapter_dataset
 from ...train import StepContext
 from .. import cromss, dino_mm, fus_mae, multimae_eo, softcon
 from .backbone import (SENSORS, SegmentationDecoder, SensorSegmenter, StackedInput, TokenEncoder, build_backbone,
-                       image_features, resize, split_sensors)
+                       image_features, split_sensors)
 from .config import OBJECTIVES, SideBySideConfig
 
 #: What each objective learns from besides the images (the results table's "labels" column).
@@ -95,7 +95,8 @@ def dino_settings(cfg: SideBySideConfig) -> ChapterConfig:
         embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, img_size=cfg.img_size,
         patch_size=cfg.patch_size, global_crop_size=cfg.img_size, local_crop_size=local, eval_crop_size=cfg.img_size,
         warmup_teacher_temp_epochs=rescale(paper.warmup_teacher_temp_epochs),
-        freeze_last_layer_epochs=max(rescale(paper.freeze_last_layer_epochs), min(paper.freeze_last_layer_epochs, 1)),
+        # DINO freezes the head's last layer in the first epoch at least, however short the training
+        freeze_last_layer_epochs=max(1, rescale(paper.freeze_last_layer_epochs)) if paper.freeze_last_layer_epochs else 0,
         augmentation_warmup_epochs=rescale(paper.augmentation_warmup_epochs))
 
 
@@ -154,7 +155,7 @@ class SupervisedMultiLabel(nn.Module):
         self.encoder, self.head = encoder, nn.Linear(2 * encoder.embed_dim, num_classes)
 
     def forward(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
-        images = {m: resize(x, self.encoder.img_size) for m, x in sensor_batch(batch).items()}
+        images = fus_mae.resize_to_input(sensor_batch(batch), self.encoder.img_size)
         logits = self.head(image_features(self.encoder, images))
         labelled = batch["has_multilabel"].float()
         per_image = F.binary_cross_entropy_with_logits(logits, batch["multilabel"].float(), reduction="none").mean(1)
